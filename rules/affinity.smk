@@ -1,0 +1,169 @@
+# Stage 3: CRF seeds from the relevance maps, AffinityNet, random walk into pseudo masks.
+
+AFF_CFG = config["affinity"]
+RW_CFG = config["random_walk"]
+
+
+rule crf_seeds:
+    input:
+        store=f"{RES}/cams/{{method}}.h5",
+        data=DATA_TOKEN,
+    output:
+        temp(directory(f"{RES}/seeds/shards/{{method}}/{{scatteritem}}")),
+    params:
+        shard=lambda w: int(w.scatteritem.split("-of-")[0]) - 1,
+        num_shards=lambda w: int(w.scatteritem.split("-of-")[1]),
+        alpha_low=AFF_CFG["alpha_low"],
+        alpha_high=AFF_CFG["alpha_high"],
+        crf=as_json(AFF_CFG["crf"]),
+    log:
+        log_path("crf_seeds", "{method}/{scatteritem}"),
+    benchmark:
+        bench_path("crf_seeds", "{method}/{scatteritem}")
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **gpu_resources("crf_seeds"),
+    shell:
+        "{PY} workflow_scripts/crf_seeds.py --store {input.store} --data-root {DATA_ROOT} "
+        "--ids-shard {params.shard} --num-shards {params.num_shards} "
+        "--alpha-low {params.alpha_low} --alpha-high {params.alpha_high} "
+        "--crf-json {params.crf} --out-dir {output} > {log} 2>&1"
+
+
+rule gather_seeds:
+    input:
+        gather.seeds(f"{RES}/seeds/shards/{{{{method}}}}/{{scatteritem}}"),
+    output:
+        directory(f"{RES}/seeds/{{method}}"),
+    log:
+        log_path("gather_seeds", "{method}"),
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **gpu_resources("gather_seeds"),
+    shell:
+        "{PY} workflow_scripts/gather_masks.py --shards {input} --out {output} > {log} 2>&1"
+
+
+rule train_affinity:
+    input:
+        model=f"{RES}/classifier/model.pt",
+        seeds=f"{RES}/seeds/{{method}}",
+        data=DATA_TOKEN,
+    output:
+        model=f"{RES}/affinity/{{method}}/affinity.pt",
+        history=f"{RES}/affinity/{{method}}/history.csv",
+    params:
+        cfg=as_json(AFF_CFG["net"]),
+        seed=config["seed"],
+        device=config["device"],
+        split=TRAIN_SPLIT,
+        out_dir=f"{RES}/affinity/{{method}}",
+    log:
+        log_path("train_affinity", "{method}"),
+    benchmark:
+        bench_path("train_affinity", "{method}")
+    conda:
+        CONDA_ENV
+    threads: RESOURCES["threads"]
+    resources:
+        **gpu_resources("train_affinity"),
+    shell:
+        "{PY} workflow_scripts/train_affinity.py --classifier {input.model} "
+        "--seeds {input.seeds} --data-root {DATA_ROOT} --split {params.split} "
+        "--config-json {params.cfg} --seed {params.seed} --threads {threads} "
+        "--device {params.device} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule random_walk:
+    input:
+        store=f"{RES}/cams/{{method}}.h5",
+        affinity=f"{RES}/affinity/{{method}}/affinity.pt",
+        data=DATA_TOKEN,
+    output:
+        rw=temp(directory(f"{RES}/pseudo/shards/{{method}}/rw/{{scatteritem}}")),
+        crf=temp(directory(f"{RES}/pseudo/shards/{{method}}/rw_crf/{{scatteritem}}")),
+    params:
+        shard=lambda w: int(w.scatteritem.split("-of-")[0]) - 1,
+        num_shards=lambda w: int(w.scatteritem.split("-of-")[1]),
+        alpha=RW_CFG["alpha"],
+        beta=RW_CFG["beta"],
+        logt=RW_CFG["logt"],
+        radius=RW_CFG["radius"],
+        crf=as_json(RW_CFG["crf"]),
+        device=config["device"],
+    log:
+        log_path("random_walk", "{method}/{scatteritem}"),
+    benchmark:
+        bench_path("random_walk", "{method}/{scatteritem}")
+    conda:
+        CONDA_ENV
+    threads: RESOURCES["threads"]
+    resources:
+        **gpu_resources("random_walk"),
+    shell:
+        "{PY} workflow_scripts/random_walk.py --store {input.store} "
+        "--affinity {input.affinity} --data-root {DATA_ROOT} "
+        "--shard {params.shard} --num-shards {params.num_shards} --alpha {params.alpha} "
+        "--beta {params.beta} --logt {params.logt} --radius {params.radius} "
+        "--device {params.device} --threads {threads} --out-dir {output.rw} "
+        "--crf-json {params.crf} --crf-out-dir {output.crf} > {log} 2>&1"
+
+
+rule gather_pseudo:
+    input:
+        gather.walk(f"{RES}/pseudo/shards/{{{{method}}}}/{{{{kind}}}}/{{scatteritem}}"),
+    output:
+        directory(f"{RES}/pseudo/{{method}}/{{kind}}"),
+    wildcard_constraints:
+        kind="rw|rw_crf",
+    log:
+        log_path("gather_pseudo", "{method}_{kind}"),
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **gpu_resources("gather_pseudo"),
+    shell:
+        "{PY} workflow_scripts/gather_masks.py --shards {input} --out {output} > {log} 2>&1"
+
+
+PSEUDO_STAGES = {"seeds": "seeds", "rw": "random walk", "rw_crf": "random walk + CRF"}
+
+
+def pseudo_dir(wildcards):
+    if wildcards.kind == "seeds":
+        return f"{RES}/seeds/{wildcards.method}"
+    return f"{RES}/pseudo/{wildcards.method}/{wildcards.kind}"
+
+
+rule eval_pseudo:
+    input:
+        masks=pseudo_dir,
+        data=DATA_TOKEN,
+    output:
+        summary=f"{TABLES}/pseudo_{{method}}_{{kind}}_summary.csv",
+        per_class=f"{TABLES}/pseudo_{{method}}_{{kind}}.csv",
+        md=f"{TABLES}/pseudo_{{method}}_{{kind}}.md",
+    wildcard_constraints:
+        kind="seeds|rw|rw_crf",
+    params:
+        stage=lambda w: PSEUDO_STAGES[w.kind],
+        split=TRAIN_SPLIT,
+    log:
+        log_path("eval_pseudo", "{method}_{kind}"),
+    benchmark:
+        bench_path("eval_pseudo", "{method}_{kind}")
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **gpu_resources("eval_pseudo"),
+    shell:
+        "{PY} workflow_scripts/eval_masks.py --pred-dir {input.masks} --data-root {DATA_ROOT} "
+        "--split {params.split} --stage {params.stage:q} --method {wildcards.method} "
+        "--out-summary {output.summary} --out-per-class {output.per_class} "
+        "--out-md {output.md} > {log} 2>&1"

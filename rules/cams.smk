@@ -1,0 +1,108 @@
+# Stage 2: class-specific relevance maps (transformer attribution and its baselines),
+# scattered over shards, gathered into one HDF5 store per method, scored as seeds.
+
+CAMS_CFG = config["cams"]
+
+
+rule extract_cams:
+    input:
+        model=f"{RES}/classifier/model.pt",
+        data=DATA_TOKEN,
+        labels=f"{RES}/labels/{TRAIN_SPLIT}.csv",
+    output:
+        temp(f"{RES}/cams/shards/{{method}}/{{scatteritem}}.h5"),
+    params:
+        shard=lambda w: int(w.scatteritem.split("-of-")[0]) - 1,
+        num_shards=lambda w: int(w.scatteritem.split("-of-")[1]),
+        scales=" ".join(str(s) for s in CAMS_CFG["scales"]),
+        flip="--flip" if CAMS_CFG["flip"] else "",
+        start_layer=CAMS_CFG["start_layer"],
+        device=config["device"],
+    log:
+        log_path("extract_cams", "{method}/{scatteritem}"),
+    benchmark:
+        bench_path("extract_cams", "{method}/{scatteritem}")
+    conda:
+        CONDA_ENV
+    threads: RESOURCES["threads"]
+    resources:
+        **gpu_resources("extract_cams"),
+    shell:
+        "{PY} workflow_scripts/extract_cams.py --classifier {input.model} "
+        "--data-root {DATA_ROOT} --labels {input.labels} --method {wildcards.method} "
+        "--shard {params.shard} --num-shards {params.num_shards} --scales {params.scales} "
+        "{params.flip} --start-layer {params.start_layer} --device {params.device} "
+        "--threads {threads} --out {output} > {log} 2>&1"
+
+
+rule gather_cams:
+    input:
+        gather.cams(f"{RES}/cams/shards/{{{{method}}}}/{{scatteritem}}.h5"),
+    output:
+        f"{RES}/cams/{{method}}.h5",
+    log:
+        log_path("gather_cams", "{method}"),
+    benchmark:
+        bench_path("gather_cams", "{method}")
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **gpu_resources("gather_cams"),
+    shell:
+        "{PY} workflow_scripts/gather_cams.py --shards {input} --out {output} > {log} 2>&1"
+
+
+rule eval_cams:
+    input:
+        store=f"{RES}/cams/{{method}}.h5",
+        data=DATA_TOKEN,
+    output:
+        csv=f"{TABLES}/cams_{{method}}.csv",
+        md=f"{TABLES}/cams_{{method}}.md",
+        sweep=f"{TABLES}/cams_{{method}}_sweep.csv",
+        summary=f"{TABLES}/cams_{{method}}_summary.csv",
+    params:
+        mode=CAMS_CFG["eval"]["mode"],
+        values=" ".join(str(v) for v in CAMS_CFG["eval"]["values"]),
+        split=TRAIN_SPLIT,
+    log:
+        log_path("eval_cams", "{method}"),
+    benchmark:
+        bench_path("eval_cams", "{method}")
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **gpu_resources("eval_cams"),
+    shell:
+        "{PY} workflow_scripts/eval_cams.py --store {input.store} --data-root {DATA_ROOT} "
+        "--split {params.split} --mode {params.mode} --values {params.values} "
+        "--out-csv {output.csv} --out-md {output.md} --out-sweep {output.sweep} "
+        "--out-summary {output.summary} > {log} 2>&1"
+
+
+rule compare_cams:
+    input:
+        summaries=expand(f"{TABLES}/cams_{{method}}_summary.csv", method=CAM_METHODS),
+        per_class=expand(f"{TABLES}/cams_{{method}}.csv", method=CAM_METHODS),
+    output:
+        csv=report(
+            f"{TABLES}/cams_comparison.csv",
+            caption="../report/cams_comparison.rst",
+            category="2. Relevance maps",
+        ),
+        md=f"{TABLES}/cams_comparison.md",
+    log:
+        log_path("compare_cams"),
+    benchmark:
+        bench_path("compare_cams")
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **gpu_resources("compare_cams"),
+    shell:
+        "{PY} workflow_scripts/compare_cams.py --summaries {input.summaries} "
+        "--per-class {input.per_class} "
+        "--out-csv {output.csv} --out-md {output.md} > {log} 2>&1"

@@ -1,0 +1,36 @@
+# Stage 1: fine-tune a ViT as a multi-label classifier on image-level labels.
+
+
+rule finetune_classifier:
+    input:
+        data=DATA_TOKEN,
+        train_labels=f"{RES}/labels/{TRAIN_SPLIT}.csv",
+        val_labels=f"{RES}/labels/{EVAL_SPLIT}.csv",
+    output:
+        model=f"{RES}/classifier/model.pt",
+        metrics=f"{RES}/classifier/metrics.json",
+        table=report(
+            f"{RES}/classifier/val_metrics.csv",
+            caption="../report/classifier_metrics.rst",
+            category="1. Classifier",
+        ),
+        history=f"{RES}/classifier/history.csv",
+    params:
+        cfg=as_json(config["classifier"]),
+        seed=config["seed"],
+        device=config["device"],
+        out_dir=f"{RES}/classifier",
+    log:
+        log_path("finetune_classifier"),
+    benchmark:
+        bench_path("finetune_classifier")
+    conda:
+        CONDA_ENV
+    threads: RESOURCES["threads"]
+    resources:
+        **gpu_resources("finetune_classifier"),
+    shell:
+        "{PY} workflow_scripts/finetune_classifier.py --data-root {DATA_ROOT} "
+        "--train-labels {input.train_labels} --val-labels {input.val_labels} "
+        "--config-json {params.cfg} --seed {params.seed} --threads {threads} "
+        "--device {params.device} --out-dir {params.out_dir} > {log} 2>&1"

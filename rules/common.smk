@@ -1,0 +1,134 @@
+# Paths, helpers and resources shared by every rule file.
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import os
+
+from snakemake.settings.types import DeploymentMethod
+
+# Workflow scripts import wsss_core from this folder, whatever environment runs them.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p
+)
+# The interpreter running Snakemake, unless --use-conda gives each rule envs/wsss.yaml.
+USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+PY = "python" if USE_CONDA else shlex.quote(sys.executable)
+CONDA_ENV = "../envs/wsss.yaml"
+RUN = config["run"]
+RES = f"results/{RUN}"
+TABLES = f"{RES}/tables"
+DATA_CFG = config["data"]
+TRAIN_SPLIT = DATA_CFG["train_split"]
+EVAL_SPLIT = DATA_CFG["eval_split"]
+CAM_METHODS = config["cams"]["methods"]
+PSEUDO_METHODS = config["affinity"]["methods"]
+SEG_METHOD = config["segmenter"]["pseudo_method"]
+RESOURCES = config["resources"]
+
+# DATA_ROOT is the dataset folder the scripts read; DATA_TOKEN is the file or folder that
+# rules depend on, produced by make_synthetic or prepare_voc (or already there when prepared).
+if DATA_CFG["source"] == "synthetic":
+    DATA_ROOT = f"{RES}/data/synthetic"
+    DATA_TOKEN = DATA_ROOT
+elif DATA_CFG["voc2012"]["prepared"]:
+    DATA_ROOT = DATA_CFG["voc2012"]["root"]
+    DATA_TOKEN = DATA_ROOT
+else:
+    DATA_ROOT = DATA_CFG["voc2012"]["root"]
+    DATA_TOKEN = f"{DATA_ROOT}/ImageSets/Segmentation/train_aug.txt"
+    if Path(DATA_ROOT).name != "VOC2012":
+        raise ValueError(
+            f"config key data.voc2012.root: '{DATA_ROOT}' must end in VOC2012 (the archive "
+            "extracts to <parent>/VOC2012), or set data.voc2012.prepared: true"
+        )
+
+
+
+def check_config_paths() -> None:
+    """Paths named in the config must exist before anything runs; the error names the key."""
+    weights = config["classifier"]["pretrained"]
+    if isinstance(weights, str) and weights != "hub" and not Path(weights).is_file():
+        raise ValueError(
+            f"config key classifier.pretrained: weights file '{weights}' does not exist; "
+            "give a local weights file, 'hub' (needs network) or false"
+        )
+    for section in ("affinity", "segmenter"):
+        net_weights = config[section]["net"].get("pretrained", False)
+        if isinstance(net_weights, str) and net_weights != "hub" and not Path(net_weights).is_file():
+            raise ValueError(
+                f"config key {section}.net.pretrained: weights file '{net_weights}' does not exist"
+            )
+    voc = DATA_CFG["voc2012"]
+    if DATA_CFG["source"] == "voc2012" and voc["prepared"] and not Path(voc["root"]).is_dir():
+        raise ValueError(
+            f"config key data.voc2012.root: '{voc['root']}' is not a folder, but "
+            "data.voc2012.prepared is true; point root at a prepared VOC2012 tree or set "
+            "prepared: false to download and prepare it"
+        )
+
+
+check_config_paths()
+
+for _m in PSEUDO_METHODS:
+    if _m not in CAM_METHODS:
+        raise ValueError(
+            f"config key affinity.methods: '{_m}' is not among cams.methods {CAM_METHODS}; "
+            "add it there or pick one of them"
+        )
+if SEG_METHOD not in PSEUDO_METHODS:
+    raise ValueError(
+        f"config key segmenter.pseudo_method: '{SEG_METHOD}' is not among affinity.methods "
+        f"{PSEUDO_METHODS}"
+    )
+
+wildcard_constraints:
+    method="[a-z_]+",
+    scatteritem="[0-9]+-of-[0-9]+",
+    split="[A-Za-z_]+",
+
+
+scattergather:
+    cams=config["cams"]["shards"],
+    seeds=config["affinity"]["shards"],
+    walk=config["random_walk"]["shards"],
+
+
+def as_json(obj) -> str:
+    """A config section as one shell-quoted JSON argument (also a params: rerun trigger)."""
+    return shlex.quote(json.dumps(obj, sort_keys=True))
+
+
+def log_path(rule: str, name: str = "all") -> str:
+    return f"{RES}/logs/{rule}/{name}.log"
+
+
+def bench_path(rule: str, name: str = "all") -> str:
+    return f"{RES}/benchmarks/{rule}/{name}.tsv"
+
+
+def gpu_resources(rule: str) -> dict:
+    """mem_mb, runtime (minutes) and, for rules that can use one, gpu from config.resources."""
+    spec = RESOURCES["rules"].get(rule, {})
+    res = {
+        "mem_mb": spec.get("mem_mb", RESOURCES["default_mem_mb"]),
+        "runtime": spec.get("runtime", RESOURCES["default_runtime"]),
+    }
+    if spec.get("gpu", False) and RESOURCES["gpus_per_job"] > 0:
+        res["gpu"] = RESOURCES["gpus_per_job"]
+    return res
+
+
+def final_targets() -> list[str]:
+    targets = [
+        f"{RES}/classifier/metrics.json",
+        f"{TABLES}/cams_comparison.csv",
+        f"{TABLES}/summary.csv",
+        f"{TABLES}/summary_per_class.csv",
+        f"{RES}/figures/samples.png",
+        f"{RES}/figures/training_curves.png",
+        f"{RES}/figures/runtimes.png",
+    ]
+    return targets

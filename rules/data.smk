@@ -1,0 +1,111 @@
+# Data: the embedded synthetic dataset or PASCAL VOC 2012 (+ SBD), and image-level label tables.
+
+SYN = DATA_CFG["synthetic"]
+
+
+rule make_synthetic:
+    output:
+        directory(f"{RES}/data/synthetic"),
+    params:
+        num_classes=SYN["num_classes"],
+        image_size=SYN["image_size"],
+        num_train=SYN["num_train"],
+        num_val=SYN["num_val"],
+        seed=SYN["seed"],
+    log:
+        log_path("make_synthetic"),
+    benchmark:
+        bench_path("make_synthetic")
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **gpu_resources("make_synthetic"),
+    shell:
+        "{PY} workflow_scripts/make_synthetic.py --root {output} "
+        "--num-classes {params.num_classes} --image-size {params.image_size} "
+        "--num-train {params.num_train} --num-val {params.num_val} --seed {params.seed} "
+        "> {log} 2>&1"
+
+
+rule make_labels:
+    input:
+        DATA_TOKEN,
+    output:
+        f"{RES}/labels/{{split}}.csv",
+    params:
+        source=DATA_CFG["label_source"],
+    log:
+        log_path("make_labels", "{split}"),
+    benchmark:
+        bench_path("make_labels", "{split}")
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **gpu_resources("make_labels"),
+    shell:
+        "{PY} workflow_scripts/make_labels.py --root {DATA_ROOT} --split {wildcards.split} "
+        "--source {params.source} --out {output} > {log} 2>&1"
+
+
+VOC = DATA_CFG["voc2012"]
+DOWNLOADS = VOC["downloads"]
+
+
+rule download_voc:
+    output:
+        f"{DOWNLOADS}/VOCtrainval_11-May-2012.tar",
+    params:
+        url=VOC["voc_url"],
+        md5=VOC["voc_md5"],
+    log:
+        "logs/download_voc.log",
+    threads: 1
+    resources:
+        **gpu_resources("download_voc"),
+    shell:
+        "{PY} workflow_scripts/download_file.py --url {params.url:q} --md5 {params.md5} "
+        "--out {output} > {log} 2>&1"
+
+
+rule download_sbd:
+    output:
+        f"{DOWNLOADS}/benchmark.tgz",
+    params:
+        url=VOC["sbd_url"],
+        md5=VOC["sbd_md5"],
+    log:
+        "logs/download_sbd.log",
+    threads: 1
+    resources:
+        **gpu_resources("download_sbd"),
+    shell:
+        "{PY} workflow_scripts/download_file.py --url {params.url:q} --md5 {params.md5} "
+        "--out {output} > {log} 2>&1"
+
+
+rule prepare_voc:
+    input:
+        voc=rules.download_voc.output[0],
+        sbd=rules.download_sbd.output[0] if VOC["use_sbd"] else [],
+    output:
+        f"{VOC['root']}/ImageSets/Segmentation/train_aug.txt",
+        f"{VOC['root']}/classes.txt",
+        directory(f"{VOC['root']}/SegmentationClassAug"),
+    params:
+        out=str(Path(VOC["root"]).parent),
+        sbd=lambda w, input: f"--sbd-archive {input.sbd}" if input.sbd else "",
+    log:
+        "logs/prepare_voc.log",
+    threads: 1
+    resources:
+        **gpu_resources("prepare_voc"),
+    shell:
+        "{PY} workflow_scripts/prepare_voc.py --voc-archive {input.voc} {params.sbd} "
+        "--out {params.out} --no-progress > {log} 2>&1"
+
+
+localrules:
+    download_voc,
+    download_sbd,

@@ -1,0 +1,136 @@
+# Stage 5: the summary tables across stages, figures and the report's material.
+
+REPORT_CFG = config["report"]
+
+
+def summary_inputs() -> list[str]:
+    files = expand(f"{TABLES}/cams_{{method}}_summary.csv", method=CAM_METHODS)
+    files += expand(
+        f"{TABLES}/pseudo_{{method}}_{{kind}}_summary.csv",
+        method=PSEUDO_METHODS,
+        kind=["seeds", "rw", "rw_crf"],
+    )
+    files += expand(
+        f"{TABLES}/segmenter_{{method}}_{{kind}}_summary.csv", method=[SEG_METHOD], kind=["seg", "seg_crf"]
+    )
+    return files
+
+
+def per_class_inputs() -> list[str]:
+    return [f.replace("_summary.csv", ".csv") for f in summary_inputs()]
+
+
+rule summary:
+    input:
+        summaries=summary_inputs(),
+        per_class=per_class_inputs(),
+    output:
+        csv=report(
+            f"{TABLES}/summary.csv",
+            caption="../report/summary.rst",
+            category="0. Summary",
+        ),
+        md=f"{TABLES}/summary.md",
+        per_class=report(
+            f"{TABLES}/summary_per_class.csv",
+            caption="../report/summary_per_class.rst",
+            category="0. Summary",
+        ),
+        per_class_md=f"{TABLES}/summary_per_class.md",
+    log:
+        log_path("summary"),
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **gpu_resources("summary"),
+    shell:
+        "{PY} workflow_scripts/summary.py --inputs {input.summaries} "
+        "--per-class-inputs {input.per_class} --out-csv {output.csv} --out-md {output.md} "
+        "--out-per-class {output.per_class} --out-per-class-md {output.per_class_md} > {log} 2>&1"
+
+
+rule figure_samples:
+    input:
+        data=DATA_TOKEN,
+        store=f"{RES}/cams/{SEG_METHOD}.h5",
+        seeds=f"{RES}/seeds/{SEG_METHOD}",
+        rw=f"{RES}/pseudo/{SEG_METHOD}/rw",
+        pred=f"{RES}/predictions/{SEG_METHOD}/seg",
+    output:
+        report(
+            f"{RES}/figures/samples.png",
+            caption="../report/samples.rst",
+            category="3. Figures",
+        ),
+    params:
+        num_train=REPORT_CFG["num_train_samples"],
+        num_val=REPORT_CFG["num_val_samples"],
+    log:
+        log_path("figure_samples"),
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **gpu_resources("figure_samples"),
+    shell:
+        "{PY} workflow_scripts/figures.py samples --data-root {DATA_ROOT} "
+        "--train-split {TRAIN_SPLIT} --val-split {EVAL_SPLIT} "
+        "--num-train {params.num_train} --num-val {params.num_val} --store {input.store} "
+        "--seeds-dir {input.seeds} --rw-dir {input.rw} --pred-dir {input.pred} "
+        "--out {output} > {log} 2>&1"
+
+
+rule figure_curves:
+    input:
+        classifier=f"{RES}/classifier/history.csv",
+        affinity=f"{RES}/affinity/{SEG_METHOD}/history.csv",
+        segmenter=f"{RES}/segmenter/{SEG_METHOD}/history.csv",
+    output:
+        report(
+            f"{RES}/figures/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="3. Figures",
+        ),
+    log:
+        log_path("figure_curves"),
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **gpu_resources("figure_curves"),
+    shell:
+        "{PY} workflow_scripts/figures.py curves --history classifier={input.classifier} "
+        "affinity={input.affinity} segmenter={input.segmenter} --out {output} > {log} 2>&1"
+
+
+rule figure_runtimes:
+    input:
+        # every other job has finished (and written its benchmark file) once the summary exists
+        f"{TABLES}/summary.csv",
+        f"{RES}/figures/samples.png",
+        f"{RES}/figures/training_curves.png",
+    output:
+        png=report(
+            f"{RES}/figures/runtimes.png",
+            caption="../report/runtimes.rst",
+            category="3. Figures",
+        ),
+        csv=report(
+            f"{TABLES}/runtimes.csv",
+            caption="../report/runtimes.rst",
+            category="3. Figures",
+        ),
+        md=f"{TABLES}/runtimes.md",
+    params:
+        bench_dir=f"{RES}/benchmarks",
+    log:
+        log_path("figure_runtimes"),
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **gpu_resources("figure_runtimes"),
+    shell:
+        "{PY} workflow_scripts/figures.py runtimes --benchmark-dir {params.bench_dir} "
+        "--out-png {output.png} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"

@@ -1,0 +1,93 @@
+# Stage 4: a DeepLabV3+ segmenter trained on the pseudo masks, predicted and scored on val.
+
+SEG_CFG = config["segmenter"]
+
+
+rule train_segmenter:
+    input:
+        masks=f"{RES}/pseudo/{{method}}/{SEG_CFG['pseudo_masks']}",
+        data=DATA_TOKEN,
+    output:
+        model=f"{RES}/segmenter/{{method}}/segmenter.pt",
+        history=f"{RES}/segmenter/{{method}}/history.csv",
+    params:
+        cfg=as_json(SEG_CFG["net"]),
+        seed=config["seed"],
+        device=config["device"],
+        split=TRAIN_SPLIT,
+        out_dir=f"{RES}/segmenter/{{method}}",
+    log:
+        log_path("train_segmenter", "{method}"),
+    benchmark:
+        bench_path("train_segmenter", "{method}")
+    conda:
+        CONDA_ENV
+    threads: RESOURCES["threads"]
+    resources:
+        **gpu_resources("train_segmenter"),
+    shell:
+        "{PY} workflow_scripts/train_segmenter.py --masks {input.masks} "
+        "--data-root {DATA_ROOT} --split {params.split} --config-json {params.cfg} "
+        "--seed {params.seed} --threads {threads} --device {params.device} "
+        "--out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule predict_segmenter:
+    input:
+        model=f"{RES}/segmenter/{{method}}/segmenter.pt",
+        data=DATA_TOKEN,
+    output:
+        pred=directory(f"{RES}/predictions/{{method}}/seg"),
+        crf=directory(f"{RES}/predictions/{{method}}/seg_crf"),
+    params:
+        split=EVAL_SPLIT,
+        scales=" ".join(str(s) for s in SEG_CFG["inference"]["scales"]),
+        flip="--flip" if SEG_CFG["inference"]["flip"] else "",
+        crf=as_json(SEG_CFG["inference"]["crf"]),
+        device=config["device"],
+    log:
+        log_path("predict_segmenter", "{method}"),
+    benchmark:
+        bench_path("predict_segmenter", "{method}")
+    conda:
+        CONDA_ENV
+    threads: RESOURCES["threads"]
+    resources:
+        **gpu_resources("predict_segmenter"),
+    shell:
+        "{PY} workflow_scripts/predict_segmenter.py --model {input.model} "
+        "--data-root {DATA_ROOT} --split {params.split} --scales {params.scales} "
+        "{params.flip} --device {params.device} --threads {threads} --out-dir {output.pred} "
+        "--crf-json {params.crf} --crf-out-dir {output.crf} > {log} 2>&1"
+
+
+SEG_STAGES = {"seg": "segmenter", "seg_crf": "segmenter + CRF"}
+
+
+rule eval_segmenter:
+    input:
+        masks=f"{RES}/predictions/{{method}}/{{kind}}",
+        data=DATA_TOKEN,
+    output:
+        summary=f"{TABLES}/segmenter_{{method}}_{{kind}}_summary.csv",
+        per_class=f"{TABLES}/segmenter_{{method}}_{{kind}}.csv",
+        md=f"{TABLES}/segmenter_{{method}}_{{kind}}.md",
+    wildcard_constraints:
+        kind="seg|seg_crf",
+    params:
+        stage=lambda w: SEG_STAGES[w.kind],
+        split=EVAL_SPLIT,
+    log:
+        log_path("eval_segmenter", "{method}_{kind}"),
+    benchmark:
+        bench_path("eval_segmenter", "{method}_{kind}")
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **gpu_resources("eval_segmenter"),
+    shell:
+        "{PY} workflow_scripts/eval_masks.py --pred-dir {input.masks} --data-root {DATA_ROOT} "
+        "--split {params.split} --stage {params.stage:q} --method {wildcards.method} "
+        "--out-summary {output.summary} --out-per-class {output.per_class} "
+        "--out-md {output.md} > {log} 2>&1"

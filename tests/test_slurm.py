@@ -1,0 +1,291 @@
+"""The SLURM profile (profiles/slurm) on a real single-node SLURM started by the test.
+
+The cluster (tests/slurm_cluster.py) runs munged, slurmctld and slurmd on loopback with a
+generated slurm.conf and no accounting database; it has one stand-in GPU so that the
+profile's GPU requests are scheduled as they are, not removed. A three-rule workflow runs
+with ``--profile profiles/slurm`` and locally; the outputs must be equal, the two cluster
+rules must have gone through sbatch (job ids in Snakemake's log, in the job-completion log,
+in the plugin's per-job logs and in the jobs' own environment) with the resources the
+profile and the rules ask for, and the local rule must not have.
+
+The helper tests at the top need neither root nor SLURM.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from slurm_cluster import (
+    NODE,
+    PARTITION,
+    PROFILE,
+    REPO,
+    LocalSlurm,
+    SlurmError,
+    ensure_installed,
+    gres_conf_text,
+    node_memory_mb,
+    parse_jobcomp,
+    run_workflow,
+    slurm_conf_text,
+    slurm_jobs_by_rule,
+    slurm_profile_args,
+    start_local_slurm,
+    submitted_job_ids,
+    total_memory_mb,
+)
+
+GPU_RULES = {
+    "finetune_classifier",
+    "extract_cams",
+    "train_affinity",
+    "random_walk",
+    "train_segmenter",
+    "predict_segmenter",
+}
+
+
+# ---------------------------------------------------------------- helpers (no SLURM needed)
+
+
+def test_slurm_conf_names_machine_loopback_and_no_accounting(tmp_path):
+    text = slurm_conf_text(
+        tmp_path,
+        cpus=3,
+        memory_mb=1234,
+        ctld_port=40001,
+        slurmd_port=40002,
+        munge_socket=tmp_path / "m.sock",
+        gpus=1,
+    )
+    conf = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    assert conf["SlurmctldHost"] == "localhost(127.0.0.1)"
+    assert conf["SlurmctldPort"] == "40001" and conf["SlurmdPort"] == "40002"
+    assert conf["AuthInfo"] == f"socket={tmp_path / 'm.sock'}"
+    assert conf["AccountingStorageType"] == "accounting_storage/none"
+    assert conf["StateSaveLocation"] == str(tmp_path / "state")
+    node_line = next(line for line in text.splitlines() if line.startswith("NodeName="))
+    assert node_line.split() == [
+        f"NodeName={NODE}",
+        "NodeAddr=127.0.0.1",
+        "NodeHostname=localhost",
+        "CPUs=3",
+        "RealMemory=1234",
+        "Gres=gpu:1",
+        "State=UNKNOWN",
+    ]
+    assert f"PartitionName={PARTITION} Nodes={NODE} Default=YES" in text
+    no_gpu = slurm_conf_text(
+        tmp_path,
+        cpus=1,
+        memory_mb=500,
+        ctld_port=1,
+        slurmd_port=2,
+        munge_socket=tmp_path / "m.sock",
+        gpus=0,
+    )
+    assert "Gres=" not in no_gpu
+
+
+def test_gres_conf_one_device_per_gpu():
+    assert gres_conf_text(0) == ""
+    assert gres_conf_text(2) == (
+        f"NodeName={NODE} Name=gpu File=/dev/null\nNodeName={NODE} Name=gpu File=/dev/zero\n"
+    )
+    with pytest.raises(ValueError, match="gpus must be in"):
+        gres_conf_text(4)
+
+
+def test_node_memory_stays_below_the_machine(tmp_path):
+    assert node_memory_mb(24105) == 21694  # 90 %
+    assert node_memory_mb(2048) == 1536  # total - 512 MB is smaller
+    assert node_memory_mb(300) == 256  # floor
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24684092 kB\nMemFree:  1 kB\n")
+    assert total_memory_mb(meminfo) == 24105
+    meminfo.write_text("MemFree:  1 kB\n")
+    with pytest.raises(SlurmError, match="MemTotal"):
+        total_memory_mb(meminfo)
+
+
+def test_parse_jobcomp_and_submission_lines():
+    jobcomp = (
+        "JobId=7 UserId=root(0) Name=abc JobState=COMPLETED TimeLimit=5 "
+        "Tres=cpu=2,mem=300M,node=1,billing=2,gres/gpu=1 ReservationName= ExitCode=0:0\n"
+        "JobId=8 UserId=root(0) Name=abc JobState=FAILED TimeLimit=60 ExitCode=1:0\n"
+    )
+    jobs = parse_jobcomp(jobcomp)
+    assert set(jobs) == {"7", "8"}
+    assert jobs["7"]["Tres"] == "cpu=2,mem=300M,node=1,billing=2,gres/gpu=1"
+    assert jobs["7"]["ReservationName"] == ""
+    assert jobs["8"]["JobState"] == "FAILED"
+    log = (
+        "Job 2 has been submitted with SLURM jobid 11 (log: /x/11.log).\n"
+        "localrule download_voc:\n"
+        "Job 0 has been submitted with SLURM jobid 12 (log: /x/12.log).\n"
+    )
+    assert submitted_job_ids(log) == {"2": "11", "0": "12"}
+
+
+def test_profile_asks_gpus_for_gpu_rules_only_and_names_real_rules():
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    assert profile["slurm-status-command"] == "squeue"
+    assert profile["latency-wait"] >= 30
+    asks_gpu = {rule for rule, res in profile["set-resources"].items() if res.get("gpu", 0)}
+    assert asks_gpu == GPU_RULES
+    assert all("gpu" not in str(v) for v in profile["default-resources"].values())
+    defined = set()
+    for smk in (REPO / "rules").glob("*.smk"):
+        defined |= set(re.findall(r"^rule (\w+):", smk.read_text(), flags=re.M))
+    unknown = set(profile["set-resources"]) - defined
+    assert not unknown, f"profiles/slurm/config.yaml names rules the workflow lacks: {unknown}"
+
+
+# ---------------------------------------------------------------- a real SLURM
+
+
+@pytest.fixture(scope="module")
+def local_slurm():
+    """A running single-node SLURM (root only); stopped, with every process, afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("a local SLURM needs root (installs slurm-wlm/munge, runs slurmd as root)")
+    ensure_installed()  # raises with apt's output if the install fails: no silent skip
+    cluster = start_local_slurm(gpus=1)
+    try:
+        yield cluster
+    finally:
+        cluster.cleanup()
+        assert cluster.cluster_processes() == []
+
+
+MINI_SNAKEFILE = """
+PY = {py!r}
+localrules: download_voc
+
+
+rule all:
+    input:
+        "results/summary.txt",
+
+
+# a local rule (a download on the login node): never submitted
+rule download_voc:
+    output:
+        "data/numbers.txt",
+    log:
+        "logs/download_voc.env",
+    shell:
+        "env > {{log}}; {{PY}} -c 'print(*range(1, 101), sep=chr(10))' > {{output}}"
+
+
+# a CPU rule that names no resources: the profile's default-resources apply
+rule make_labels:
+    input:
+        "data/numbers.txt",
+    output:
+        "results/squares.txt",
+    log:
+        "logs/make_labels.env",
+    threads: 1
+    shell:
+        "env > {{log}}; {{PY}} -c 'import sys; "
+        "[print(int(x) ** 2) for x in open(sys.argv[1])]' {{input}} > {{output}}"
+
+
+# a GPU rule (by name, in the profile's set-resources) with its own threads, mem and runtime
+rule finetune_classifier:
+    input:
+        "results/squares.txt",
+    output:
+        "results/summary.txt",
+    log:
+        "logs/finetune_classifier.env",
+    threads: 2
+    resources:
+        mem_mb=300,
+        runtime=5,
+    shell:
+        "env > {{log}}; {{PY}} -c 'import sys; v = [int(x) for x in open(sys.argv[1])]; "
+        "print(len(v), sum(v), {{threads}})' {{input}} > {{output}}"
+"""
+
+
+def write_mini_workflow(workdir: Path) -> None:
+    workdir.mkdir(parents=True)
+    (workdir / "Snakefile").write_text(MINI_SNAKEFILE.format(py=shlex.quote(sys.executable)))
+
+
+def read_env(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+def outputs(workdir: Path) -> dict[str, bytes]:
+    files = [*(workdir / "data").rglob("*"), *(workdir / "results").rglob("*")]
+    return {str(p.relative_to(workdir)): p.read_bytes() for p in files if p.is_file()}
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_profile_runs_workflow_through_sbatch_like_a_local_run(local_slurm: LocalSlurm, tmp_path):
+    started = time.monotonic()
+    # no accounting on this cluster: the profile's status checks must do without sacct
+    sacct = local_slurm.run(["sacct", "-X"])
+    assert sacct.returncode != 0 and "accounting storage is disabled" in sacct.stderr.lower()
+
+    local_dir, slurm_dir = tmp_path / "local", tmp_path / "slurm"
+    write_mini_workflow(local_dir)
+    write_mini_workflow(slurm_dir)
+    local = run_workflow(local_dir, ["--cores", "2"], timeout=300)
+    assert local.returncode == 0, local.stderr
+    slurm = run_workflow(slurm_dir, slurm_profile_args(), env=local_slurm.env, timeout=600)
+    detail = f"{slurm.stderr}\n{local_slurm.log_tail()}"
+    assert slurm.returncode == 0, detail
+
+    # the same results
+    assert outputs(slurm_dir) == outputs(local_dir)
+    assert (slurm_dir / "results/summary.txt").read_text() == "100 338350 2\n"
+
+    # two jobs went through sbatch, the local rule did not
+    log = slurm.stderr
+    job_ids = submitted_job_ids(log)
+    assert len(job_ids) == 2, detail
+    rule_of = slurm_jobs_by_rule(slurm_dir)
+    assert sorted(rule_of.values()) == ["finetune_classifier", "make_labels"]
+    assert set(rule_of) == set(job_ids.values())
+    assert "localrule download_voc:" in log
+    assert "SLURM_JOB_ID" not in read_env(slurm_dir / "logs/download_voc.env")
+
+    # SLURM itself saw the jobs finish (job-completion log, independent of sacct and squeue),
+    # with what the profile and the rules asked for
+    done = local_slurm.completed_jobs()
+    for job_id, rule in rule_of.items():
+        assert done[job_id]["JobState"] == "COMPLETED", done[job_id]
+        assert done[job_id]["Partition"] == PARTITION
+        assert read_env(slurm_dir / f"logs/{rule}.env")["SLURM_JOB_ID"] == job_id
+    by_rule = {rule: done[job_id] for job_id, rule in rule_of.items()}
+    shown = {rule: local_slurm.job_info(job_id) for job_id, rule in rule_of.items()}
+    cpu_tres = dict(kv.split("=") for kv in shown["make_labels"]["TRES"].split(","))
+    gpu_tres = dict(kv.split("=") for kv in shown["finetune_classifier"]["TRES"].split(","))
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    defaults = profile["default-resources"]
+    assert by_rule["make_labels"]["TimeLimit"] == str(defaults["runtime"])  # profile default
+    assert cpu_tres["mem"] == f"{defaults['mem_mb']}M" and cpu_tres["cpu"] == "1"
+    assert "gpu" not in shown["make_labels"].get("TresPerJob", "")
+    assert by_rule["finetune_classifier"]["TimeLimit"] == "5"  # the rule's own runtime
+    assert gpu_tres["mem"] == "300M" and gpu_tres["cpu"] == "2"
+    assert shown["finetune_classifier"]["TresPerJob"] == "gres:gpu:1"  # profile: gpu: 1
+    gpu_env = read_env(slurm_dir / "logs/finetune_classifier.env")
+    cpu_env = read_env(slurm_dir / "logs/make_labels.env")
+    assert gpu_env["SLURM_GPUS_ON_NODE"] == "1" and "SLURM_GPUS_ON_NODE" not in cpu_env
+    print(
+        f"\nlocal SLURM start {local_slurm.startup_seconds:.1f} s; "
+        f"local run + SLURM run {time.monotonic() - started:.1f} s"
+    )

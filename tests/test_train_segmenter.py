@@ -1,0 +1,184 @@
+"""Segmenter training: poly schedule, resume equivalence, config and input errors, the CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from wsss_core.data.synthetic import generate_dataset
+from wsss_core.data.voc import read_class_names
+from wsss_core.palette import save_mask
+from wsss_core.schedules import poly
+from wsss_core.segmenter import build_segmenter, load_segmenter
+from wsss_core.train_segmenter import (
+    TrainConfig,
+    make_optimizer,
+    parse_config,
+    set_poly_lr,
+    train_segmenter,
+)
+
+torch.set_num_threads(1)
+
+
+def _script(name: str):
+    path = Path(__file__).resolve().parents[1] / "workflow_scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+CONFIG = {
+    "backbone": "resnet10t",
+    "aspp_channels": 8,
+    "low_level_channels": 4,
+    "decoder_channels": 8,
+    "aspp_rates": [1, 2, 3],
+    "epochs": 2,
+    "batch_size": 4,
+    "crop_size": 32,
+    "lr": 0.02,
+    "backbone_lr_mult": 0.5,
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seg") / "data"
+    generate_dataset(root, num_classes=2, image_size=40, num_train=8, num_val=2, seed=3)
+    return root
+
+
+def _train(data, out_dir, config=CONFIG, **kwargs):
+    return train_segmenter(
+        data,
+        "train",
+        data / "SegmentationClass",
+        out_dir,
+        config,
+        seed=5,
+        show_progress=False,
+        **kwargs,
+    )
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _stop_after_first_epoch(epoch, row):
+    if epoch == 1:
+        raise Interrupted
+
+
+def test_resume_ends_with_the_same_weights(data, tmp_path):
+    full = _train(data, tmp_path / "full")
+    with pytest.raises(Interrupted):
+        _train(data, tmp_path / "killed", on_epoch_end=_stop_after_first_epoch)
+    assert not (tmp_path / "killed" / "segmenter.pt").exists()
+    assert len(pd.read_csv(tmp_path / "killed" / "history.csv")) == 1
+    epochs_run = []
+    resumed = _train(data, tmp_path / "killed", on_epoch_end=lambda e, r: epochs_run.append(e))
+    assert epochs_run == [2]  # epoch 1 came from the checkpoint
+    full_state, resumed_state = full.model.state_dict(), resumed.model.state_dict()
+    for name, value in full_state.items():
+        assert torch.equal(value, resumed_state[name]), name
+    pd.testing.assert_frame_equal(full.history, resumed.history)
+    # the training moved the weights (so the comparison above is not vacuous)
+    torch.manual_seed(5)
+    init = build_segmenter({**parse_config(CONFIG, 3)[0].to_dict()}).state_dict()
+    assert not torch.equal(init["classifier.weight"], full_state["classifier.weight"])
+
+
+def test_history_records_poly_rates_and_finite_losses(data, tmp_path):
+    result = _train(data, tmp_path / "run")
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert list(history.columns) == ["epoch", "train_loss", "lr"]
+    assert history["epoch"].tolist() == [1, 2]
+    # 8 images, batch 4: 2 steps per epoch, 4 in all; the rate of each epoch's last step
+    expected = [0.02 * poly(1, 4), 0.02 * poly(3, 4)]
+    assert history["lr"].tolist() == pytest.approx(expected, rel=1e-9)
+    assert history["train_loss"].gt(0).all()
+    model, info = load_segmenter(result.model_path)
+    assert info["class_names"] == read_class_names(data)
+    assert len(info["class_names"]) == 2
+    assert model.cfg.num_classes == 3
+
+
+def test_optimizer_groups_follow_poly_and_backbone_multiplier():
+    net, cfg = parse_config({**CONFIG, "backbone_lr_mult": 0.1, "lr": 0.5}, num_classes=3)
+    model = build_segmenter(net)
+    optimizer = make_optimizer(model, cfg)
+    backbone_group, head_group = optimizer.param_groups
+    assert len(backbone_group["params"]) == len(list(model.backbone.parameters()))
+    assert len(backbone_group["params"]) + len(head_group["params"]) == len(
+        list(model.parameters())
+    )
+    head_lr = set_poly_lr(optimizer, 3, 10, 0.9)
+    assert head_lr == pytest.approx(0.5 * 0.7**0.9)
+    assert backbone_group["lr"] == pytest.approx(0.05 * 0.7**0.9)
+    assert set_poly_lr(optimizer, 10, 10, 0.9) == 0.0
+
+
+def test_adamw_is_available():
+    net, cfg = parse_config({**CONFIG, "optimizer": "adamw"}, num_classes=3)
+    assert isinstance(make_optimizer(build_segmenter(net), cfg), torch.optim.AdamW)
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ValueError, match="segmenter.net.learning_rate"):
+        parse_config({"learning_rate": 0.1}, num_classes=3)
+    with pytest.raises(ValueError, match="optimizer"):
+        parse_config({"optimizer": "rmsprop"}, num_classes=3)
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=1).validate()
+
+
+def test_missing_pseudo_masks_are_named(data, tmp_path):
+    masks = tmp_path / "masks"
+    shutil.copytree(data / "SegmentationClass", masks)
+    (masks / "syn_000003.png").unlink()
+    with pytest.raises(FileNotFoundError, match="syn_000003.png"):
+        train_segmenter(data, "train", masks, tmp_path / "out", CONFIG, show_progress=False)
+
+
+def test_checkpoint_of_another_config_is_not_resumed(data, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        _train(data, out, on_epoch_end=_stop_after_first_epoch)
+    epochs_run = []
+    _train(data, out, config={**CONFIG, "lr": 0.01}, on_epoch_end=lambda e, r: epochs_run.append(e))
+    assert epochs_run == [1, 2]
+
+
+def test_checkpoint_of_other_masks_is_not_resumed(data, tmp_path):
+    masks, out = tmp_path / "masks", tmp_path / "run"
+    shutil.copytree(data / "SegmentationClass", masks)
+    run = dict(data_root=data, split="train", out_dir=out, config=CONFIG, show_progress=False)
+    with pytest.raises(Interrupted):
+        train_segmenter(mask_dir=masks, on_epoch_end=_stop_after_first_epoch, **run)
+    save_mask(masks / "syn_000002.png", np.zeros((40, 40), dtype=np.uint8))  # rerun upstream
+    epochs_run = []
+    train_segmenter(mask_dir=masks, on_epoch_end=lambda e, r: epochs_run.append(e), **run)
+    assert epochs_run == [1, 2]
+
+
+def test_cli_writes_model_and_history(data, tmp_path):
+    train_script = _script("train_segmenter")
+    out = tmp_path / "cli"
+    config = json.dumps({**CONFIG, "epochs": 1})
+    argv = ["--masks", str(data / "SegmentationClass"), "--data-root", str(data)]
+    argv += ["--config-json", config, "--seed", "1", "--device", "cpu", "--threads", "1"]
+    assert train_script.main([*argv, "--out-dir", str(out)]) == 0
+    assert (out / "segmenter.pt").is_file()
+    assert len(pd.read_csv(out / "history.csv")) == 1
+    with pytest.raises(SystemExit):
+        train_script.main([*argv[:4], "--config-json", "[1]", "--out-dir", str(out)])

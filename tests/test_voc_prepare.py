@@ -1,0 +1,222 @@
+"""SBD .mat conversion, train_aug arithmetic and VOC/SBD preparation on tiny fake trees."""
+
+from __future__ import annotations
+
+import importlib.util
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+from wsss_core.data.voc_prepare import (
+    VOC_CLASSES,
+    mask_dir_for_split,
+    prepare_voc,
+    read_split,
+    sbd_mat_to_png,
+    train_aug_ids,
+)
+from wsss_core.palette import load_mask, save_mask
+
+VOC_TRAIN = ["2007_000001", "2007_000002"]
+VOC_VAL = ["2007_000003", "2008_000004"]
+SBD_TRAIN = ["2007_000002", "2008_000004", "2008_000005"]
+SBD_VAL = ["2008_000006", "2007_000001"]
+ALL_IDS = sorted(set(VOC_TRAIN + VOC_VAL + SBD_TRAIN + SBD_VAL))
+# (SBD train + SBD val + VOC train) - VOC val, by hand
+EXPECTED_TRAIN_AUG = ["2007_000001", "2007_000002", "2008_000005", "2008_000006"]
+H, W = 5, 6
+
+
+def voc_mask(index: int) -> np.ndarray:
+    """A VOC-style mask: class index+1 inside, a 255 boundary band, background outside."""
+    mask = np.zeros((H, W), np.uint8)
+    mask[1:4, 1:5] = 255
+    mask[2, 2:4] = index + 1
+    return mask
+
+
+def sbd_mask(index: int) -> np.ndarray:
+    """An SBD-style mask (no boundary band), different from the VOC one of the same id."""
+    mask = np.zeros((H, W), np.uint8)
+    mask[:, : index % W + 1] = 20 - index
+    return mask
+
+
+def write_sbd_mat(path: Path, segmentation: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(
+        path,
+        {"GTcls": {"Segmentation": segmentation, "CategoriesPresent": np.unique(segmentation)}},
+    )
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{line}\n" for line in lines))
+
+
+def make_voc(root: Path) -> Path:
+    for i, image_id in enumerate(ALL_IDS):
+        (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (W, H), (i * 30, 0, 0)).save(root / "JPEGImages" / f"{image_id}.jpg")
+    for image_id in VOC_TRAIN + VOC_VAL:
+        save_mask(root / "SegmentationClass" / f"{image_id}.png", voc_mask(ALL_IDS.index(image_id)))
+    write_lines(root / "ImageSets/Segmentation/train.txt", VOC_TRAIN)
+    write_lines(root / "ImageSets/Segmentation/val.txt", VOC_VAL)
+    write_lines(root / "ImageSets/Segmentation/trainval.txt", VOC_TRAIN + VOC_VAL)
+    return root
+
+
+def make_sbd(root: Path) -> Path:
+    for image_id in SBD_TRAIN + SBD_VAL:
+        write_sbd_mat(root / "cls" / f"{image_id}.mat", sbd_mask(ALL_IDS.index(image_id)))
+    write_lines(root / "train.txt", SBD_TRAIN)
+    write_lines(root / "val.txt", SBD_VAL)
+    return root
+
+
+def test_sbd_mat_to_png_reads_gtcls_segmentation(tmp_path):
+    seg = np.array([[0, 3, 3], [20, 255, 0]], np.uint8)
+    write_sbd_mat(tmp_path / "a.mat", seg)
+    out = sbd_mat_to_png(tmp_path / "a.mat")
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, seg)
+
+
+def test_sbd_mat_errors_name_the_file(tmp_path):
+    scipy.io.savemat(tmp_path / "other.mat", {"GTinst": {"Segmentation": np.zeros((2, 2))}})
+    with pytest.raises(ValueError, match=r"other\.mat has no GTcls\.Segmentation"):
+        sbd_mat_to_png(tmp_path / "other.mat")
+    write_sbd_mat(tmp_path / "labels.mat", np.array([[0, 21]], np.uint8))
+    with pytest.raises(ValueError, match=r"labels\.mat: labels \[21\] outside 0\.\.20"):
+        sbd_mat_to_png(tmp_path / "labels.mat")
+    (tmp_path / "junk.mat").write_bytes(b"not a mat file at all")
+    with pytest.raises(ValueError, match=r"junk\.mat"):
+        sbd_mat_to_png(tmp_path / "junk.mat")
+
+
+def test_train_aug_arithmetic():
+    assert train_aug_ids(VOC_TRAIN, VOC_VAL, SBD_TRAIN, SBD_VAL) == EXPECTED_TRAIN_AUG
+    assert train_aug_ids(["b", "a"], ["c"]) == ["a", "b"]
+    # VOC val always wins, even for ids in every other list
+    assert train_aug_ids(["x"], ["x"], ["x"], ["x"]) == []
+
+
+def test_mask_dir_for_split(tmp_path):
+    assert mask_dir_for_split(tmp_path, "train_aug") == tmp_path / "SegmentationClassAug"
+    assert mask_dir_for_split(tmp_path, "train") == tmp_path / "SegmentationClass"
+    assert mask_dir_for_split(tmp_path, "val") == tmp_path / "SegmentationClass"
+
+
+def check_prepared(voc: Path) -> None:
+    assert read_split(voc / "ImageSets/Segmentation/train_aug.txt") == EXPECTED_TRAIN_AUG
+    assert (voc / "classes.txt").read_text().split() == list(VOC_CLASSES)
+    aug = voc / "SegmentationClassAug"
+    assert sorted(p.stem for p in aug.iterdir()) == ALL_IDS
+    for image_id in ALL_IDS:
+        index = ALL_IDS.index(image_id)
+        expected = voc_mask(index) if image_id in VOC_TRAIN + VOC_VAL else sbd_mask(index)
+        np.testing.assert_array_equal(load_mask(aug / f"{image_id}.png"), expected)
+        with Image.open(aug / f"{image_id}.png") as image:
+            assert image.mode == "P"
+    # VOC masks are byte-for-byte copies
+    for image_id in VOC_TRAIN:
+        copied = (aug / f"{image_id}.png").read_bytes()
+        assert copied == (voc / "SegmentationClass" / f"{image_id}.png").read_bytes()
+
+
+def test_prepare_voc_with_sbd(tmp_path):
+    voc = make_voc(tmp_path / "VOC2012")
+    sbd = make_sbd(tmp_path / "SBD")
+    prepared = prepare_voc(voc, sbd, progress=False)
+    assert prepared.train_aug == EXPECTED_TRAIN_AUG
+    assert (prepared.n_voc_masks, prepared.n_sbd_masks) == (4, 2)
+    check_prepared(voc)
+    # no temporary folders or files left beside the outputs
+    assert not [p for p in voc.rglob(".*")]
+
+
+def test_prepare_voc_without_sbd_is_voc_train(tmp_path):
+    voc = make_voc(tmp_path / "VOC2012")
+    prepared = prepare_voc(voc, None, progress=False)
+    assert prepared.train_aug == VOC_TRAIN
+    assert read_split(voc / "ImageSets/Segmentation/train_aug.txt") == VOC_TRAIN
+    assert sorted(p.stem for p in (voc / "SegmentationClassAug").iterdir()) == sorted(
+        VOC_TRAIN + VOC_VAL
+    )
+    assert prepared.n_sbd_masks == 0
+
+
+def test_missing_split_file_is_named(tmp_path):
+    voc = make_voc(tmp_path / "VOC2012")
+    (voc / "ImageSets/Segmentation/val.txt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"ImageSets/Segmentation/val\.txt is missing"):
+        prepare_voc(voc, progress=False)
+    with pytest.raises(FileNotFoundError, match="VOCdevkit/VOC2012"):
+        prepare_voc(tmp_path / "nowhere", progress=False)
+
+
+def test_missing_sbd_mask_is_named_and_nothing_is_half_written(tmp_path):
+    voc = make_voc(tmp_path / "VOC2012")
+    sbd = make_sbd(tmp_path / "SBD")
+    (sbd / "cls" / "2008_000006.mat").unlink()
+    with pytest.raises(FileNotFoundError, match=r"cls/2008_000006\.mat is missing"):
+        prepare_voc(voc, sbd, progress=False)
+    assert not (voc / "SegmentationClassAug").exists()
+    assert not (voc / "ImageSets/Segmentation/train_aug.txt").exists()
+    assert not [p for p in voc.glob(".*")]
+
+
+def test_missing_image_and_size_mismatch_are_errors(tmp_path):
+    voc = make_voc(tmp_path / "VOC2012")
+    sbd = make_sbd(tmp_path / "SBD")
+    (voc / "JPEGImages" / "2008_000005.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=r"2008_000005"):
+        prepare_voc(voc, sbd, progress=False)
+    Image.new("RGB", (W + 1, H)).save(voc / "JPEGImages" / "2008_000005.jpg")
+    with pytest.raises(ValueError, match=r"2008_000005\.mat: mask is 6x5 but .* is 7x5"):
+        prepare_voc(voc, sbd, progress=False)
+
+
+def test_foreign_classes_file_is_refused(tmp_path):
+    voc = make_voc(tmp_path / "VOC2012")
+    (voc / "classes.txt").write_text("cat\ndog\n")
+    with pytest.raises(ValueError, match=r"classes\.txt lists \['cat', 'dog'\]"):
+        prepare_voc(voc, progress=False)
+
+
+def load_script(name: str):
+    """Import workflow_scripts/<name>.py by path (the folder is not a package)."""
+    path = Path(__file__).resolve().parents[1] / "workflow_scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"wsss_script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_prepare_voc_script_from_archives(tmp_path):
+    voc = make_voc(tmp_path / "src" / "VOC2012")
+    sbd = make_sbd(tmp_path / "src" / "dataset")
+    voc_tar = tmp_path / "VOCtrainval.tar"
+    with tarfile.open(voc_tar, "w") as tar:
+        tar.add(voc, arcname="VOCdevkit/VOC2012")
+    sbd_tgz = tmp_path / "benchmark.tgz"
+    with tarfile.open(sbd_tgz, "w:gz") as tar:
+        tar.add(sbd, arcname="benchmark_RELEASE/dataset")
+        tar.add(voc_tar, arcname="benchmark_RELEASE/not_extracted.tar")
+    main = load_script("prepare_voc").main
+    out = tmp_path / "data"
+    args = ["--voc-archive", str(voc_tar), "--sbd-archive", str(sbd_tgz), "--out", str(out)]
+    assert main([*args, "--no-progress"]) == 0
+    check_prepared(out / "VOC2012")
+    assert sorted(p.name for p in (out / "SBD").iterdir()) == ["cls", "train.txt", "val.txt"]
+    # a second run reuses the extraction and gives the same result
+    assert main([*args, "--no-progress"]) == 0
+    check_prepared(out / "VOC2012")
+    # a missing archive is an error message, not a traceback
+    missing = ["--voc-archive", str(tmp_path / "absent.tar"), "--out", str(tmp_path / "other")]
+    assert main(missing) == 1

@@ -1,0 +1,82 @@
+"""Confident seeds from a relevance-map store with a dense CRF, PSA-style (rule crf_seeds).
+
+For each image of this shard (the store's ids, every n-th from the shard index): the
+background score (1 - max_c map_c)^alpha at a low and a high alpha, each refined with a
+dense CRF on the image; confident foreground from the low-alpha result, confident
+background from the high-alpha one, 255 elsewhere. Writes ``<out-dir>/<id>.png``
+(palette PNGs, each written atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from tqdm import tqdm
+from wsss_core.cam_store import CamReader
+
+from wsss_core.crf import CRFParams
+from wsss_core.data.voc import load_image
+from wsss_core.palette import save_mask
+from wsss_core.seeds import crf_seeds
+from wsss_core.shards import shard_ids
+
+log = logging.getLogger("crf_seeds")
+
+
+def parse_crf_json(text: str) -> CRFParams:
+    """CRF parameters from a JSON object (the config's crf mapping)."""
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--crf-json is not valid JSON ({err}): {text!r}") from err
+    if not isinstance(values, dict):
+        raise ValueError(f"--crf-json must be a JSON object, got {text!r}")
+    return CRFParams.from_dict(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--store", required=True, help="relevance-map store cams/<method>.h5")
+    parser.add_argument("--data-root", required=True, help="dataset root in VOC layout")
+    parser.add_argument("--ids-shard", type=int, default=0, help="0-based shard index")
+    parser.add_argument("--num-shards", type=int, default=1)
+    parser.add_argument("--alpha-low", type=float, default=4.0)
+    parser.add_argument("--alpha-high", type=float, default=32.0)
+    parser.add_argument("--crf-json", default="{}", help="CRF parameters as a JSON object")
+    parser.add_argument("--out-dir", required=True, help="folder for <id>.png seed masks")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    params = parse_crf_json(args.crf_json)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with CamReader(args.store) as reader:
+        ids = shard_ids(reader.ids(), args.ids_shard, args.num_shards)
+        log.info(
+            "shard %d/%d: %d images; alphas %g/%g; %s",
+            args.ids_shard,
+            args.num_shards,
+            len(ids),
+            args.alpha_low,
+            args.alpha_high,
+            params,
+        )
+        for image_id in tqdm(ids, desc="crf seeds"):
+            maps, classes = reader.upsampled(image_id)
+            image = load_image(args.data_root, image_id)
+            if image.shape[:2] != maps.shape[1:]:
+                raise ValueError(
+                    f"{args.store}: maps of '{image_id}' are {maps.shape[1:]} but the image is "
+                    f"{image.shape[:2]}; the store was made from other images: re-run extract_cams"
+                )
+            seeds = crf_seeds(image, maps, classes, args.alpha_low, args.alpha_high, params)
+            save_mask(out_dir / f"{image_id}.png", seeds)
+    log.info("wrote %d seed masks to %s", len(ids), out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

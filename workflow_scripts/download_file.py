@@ -1,0 +1,53 @@
+"""Download one file (http(s), file:// or a local path), resuming and verifying its checksum.
+
+    python workflow_scripts/download_file.py --url URL --out FILE [--md5 X | --sha256 X]
+
+FILE appears only when complete and verified; an interrupted transfer keeps
+FILE.part, which the next run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from wsss_core.data.download import DownloadError, download
+
+log = logging.getLogger("download_file")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="http(s) URL, file:// URL or local path")
+    parser.add_argument("--out", required=True, help="destination file")
+    parser.add_argument("--md5", help="expected md5 (hex)")
+    parser.add_argument("--sha256", help="expected sha256 (hex)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="socket timeout, seconds")
+    parser.add_argument("--retries", type=int, default=2, help="retries after an interruption")
+    parser.add_argument("--retry-wait", type=float, default=5.0, help="seconds x attempt")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    try:
+        download(
+            args.url,
+            args.out,
+            md5=args.md5,
+            sha256=args.sha256,
+            timeout=args.timeout,
+            retries=args.retries,
+            retry_wait=args.retry_wait,
+            progress=not args.no_progress,
+        )
+    except (DownloadError, ValueError) as err:
+        log.error("%s", err)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""Relevance maps of one shard of the training images (rule extract_cams).
+
+Every image of the shard (ids[shard::num_shards] of the label table) is resized to the
+classifier's square input size (scale 1.0; other scales relative to it, see
+``wsss_core.multiscale``), normalised like the classifier's inputs, and explained for the
+classes its label-table row marks present. The maps (raw relevance on the token grid of
+scale 1.0, or on its pixel grid for full LRP) go into an HDF5 store with the original
+image size, written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from wsss_core.cam_store import CamRecord, write_store
+from wsss_core.classifier import load_classifier
+from wsss_core.data.labels import read_label_table
+from wsss_core.data.voc import eval_transform, image_to_tensor, load_image
+from wsss_core.lrp import VARIANTS
+from wsss_core.multiscale import check_scales, explain_multiscale
+from wsss_core.relevance import METHODS
+from wsss_core.runtime import select_device, set_threads
+from wsss_core.shards import shard_ids
+
+log = logging.getLogger("extract_cams")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--classifier", required=True, help="trained classifier model.pt")
+    parser.add_argument("--data-root", required=True, help="dataset root in VOC layout")
+    parser.add_argument("--labels", required=True, help="label table labels/<split>.csv")
+    parser.add_argument("--method", required=True, choices=METHODS)
+    parser.add_argument("--shard", type=int, default=0, help="0-based shard index")
+    parser.add_argument("--num-shards", type=int, default=1)
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--flip", action="store_true", help="add horizontally flipped inputs")
+    parser.add_argument("--start-layer", type=int, default=1, help="first block of rollouts")
+    parser.add_argument(
+        "--lrp-variant",
+        choices=VARIANTS,
+        default="chefer",
+        help="LRP rules: chefer (layers_ours, default) or original (layers_lrp)",
+    )
+    parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", required=True, help="shard store .h5")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    try:
+        check_scales(args.scales)
+    except ValueError as err:
+        parser.error(f"--scales: {err}")
+    return args
+
+
+def input_size(info: dict, path: str) -> int:
+    """The classifier's square input size from its saved config."""
+    size = info.get("model_config", {}).get("img_size")
+    if isinstance(size, list | tuple):
+        if len(size) != 2 or size[0] != size[1]:
+            raise ValueError(f"{path}: img_size {size} is not square")
+        size = size[0]
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"{path}: model_config has no valid img_size ({size!r}); retrain it")
+    return size
+
+
+def class_lists(labels: np.ndarray) -> list[list[int]]:
+    """Present classes (label 1) of every row of a label table."""
+    return [[int(c) for c in np.flatnonzero(row > 0.5)] for row in labels]
+
+
+def batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    set_threads(args.threads)
+    device = select_device(args.device)
+    model, info = load_classifier(args.classifier, device)
+    ids, names, labels = read_label_table(args.labels)
+    if list(names) != list(info["class_names"]):
+        raise ValueError(
+            f"the classes of {args.labels} ({names}) differ from those of {args.classifier} "
+            f"({info['class_names']}); retrain the classifier on this label table"
+        )
+    present = dict(zip(ids, class_lists(labels), strict=True))
+    mine = shard_ids(ids, args.shard, args.num_shards)
+    size = input_size(info, args.classifier)
+    transform = eval_transform(size, info["mean"], info["std"])
+    log.info(
+        "%s: %d of %d images (shard %d/%d), %d px, scales %s, flip %s, start layer %d, "
+        "LRP %s, device %s",
+        args.method,
+        len(mine),
+        len(ids),
+        args.shard,
+        args.num_shards,
+        size,
+        args.scales,
+        args.flip,
+        args.start_layer,
+        args.lrp_variant,
+        device,
+    )
+
+    def records() -> Iterator[CamRecord]:
+        progress = tqdm(total=len(mine), desc=f"{args.method} shard {args.shard}", unit="img")
+        for chunk in batches(mine, args.batch_size):
+            raw = [load_image(args.data_root, image_id) for image_id in chunk]
+            x = torch.stack([transform(image_to_tensor(img))[0] for img in raw]).to(device)
+            classes = [present[image_id] for image_id in chunk]
+            maps = explain_multiscale(
+                model,
+                x,
+                classes,
+                args.method,
+                args.scales,
+                args.flip,
+                args.start_layer,
+                variant=args.lrp_variant,
+            )
+            for image_id, img, cls, m in zip(chunk, raw, classes, maps, strict=True):
+                yield CamRecord(image_id, m.float().cpu().numpy(), cls, img.shape[:2])
+            progress.update(len(chunk))
+        progress.close()
+
+    start = time.perf_counter()
+    write_store(args.out, records(), args.method)
+    seconds = time.perf_counter() - start
+    log.info("wrote %s: %d images in %.1f s", args.out, len(mine), seconds)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""Fine-tune the ViT multi-label classifier on image-level labels (rule finetune_classifier).
+
+Reads the images of ``--data-root`` for the ids of the train and val splits and their
+label tables; writes ``<out-dir>/model.pt``, ``metrics.json``, ``val_metrics.csv``,
+``history.csv`` and, after every epoch, ``checkpoints/last.pt`` (a rerun after a kill
+resumes from it). ``--config-json`` is the ``classifier`` config section (see
+wsss_core.classifier and wsss_core.train_classifier); ``num_classes`` comes from the
+label tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from wsss_core.classifier import ClassifierConfigError, build_classifier, normalization
+from wsss_core.data.labels import read_label_table
+from wsss_core.data.voc import VOCClassification, eval_transform, train_transform
+from wsss_core.runtime import select_device, set_threads
+from wsss_core.train_classifier import config_summary, train
+
+log = logging.getLogger("finetune_classifier")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data-root", required=True, help="dataset root in VOC layout")
+    parser.add_argument("--train-labels", required=True, help="label table labels/<split>.csv")
+    parser.add_argument("--val-labels", required=True, help="label table of the val split")
+    parser.add_argument("--train-split", default=None, help="default: the train table's stem")
+    parser.add_argument("--val-split", default=None, help="default: the val table's stem")
+    parser.add_argument("--config-json", required=True, help="classifier config section as JSON")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--out-dir", required=True)
+    return parser.parse_args(argv)
+
+
+def _config(text: str) -> dict:
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ClassifierConfigError(
+            f"--config-json is not valid JSON ({err}); check the config section 'classifier'"
+        ) from err
+    if not isinstance(config, dict):
+        raise ClassifierConfigError("--config-json must be a JSON object (config key classifier)")
+    return config
+
+
+def _class_names(train_labels: str, val_labels: str) -> list[str]:
+    _, names, _ = read_label_table(train_labels)
+    _, val_names, _ = read_label_table(val_labels)
+    if names != val_names:
+        raise ValueError(
+            f"label tables {train_labels} and {val_labels} name different classes "
+            f"({names} vs {val_names}); re-run make_labels for both splits"
+        )
+    return names
+
+
+def _scale_range(config: dict) -> tuple[float, float]:
+    value = config.get("scale_range", (0.7, 1.3))
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ClassifierConfigError(f"classifier.scale_range must be [low, high], got {value!r}")
+    return float(value[0]), float(value[1])
+
+
+def run(args: argparse.Namespace) -> dict:
+    config = _config(args.config_json)
+    names = _class_names(args.train_labels, args.val_labels)
+    if config.get("num_classes") not in (None, len(names)):
+        raise ClassifierConfigError(
+            f"classifier.num_classes is {config['num_classes']} but the label tables have "
+            f"{len(names)} classes; remove the key (it is taken from the tables)"
+        )
+    config["num_classes"] = len(names)
+    set_threads(args.threads)
+    device = select_device(args.device)
+
+    model = build_classifier(config)
+    mean, std = normalization(config)
+    size = int(config["img_size"])
+    jitter = float(config.get("jitter", 0.3))
+    train_split = args.train_split or Path(args.train_labels).stem
+    val_split = args.val_split or Path(args.val_labels).stem
+    train_ds = VOCClassification(
+        args.data_root,
+        train_split,
+        args.train_labels,
+        train_transform(size, _scale_range(config), mean, std, jitter=jitter),
+    )
+    val_ds = VOCClassification(
+        args.data_root, val_split, args.val_labels, eval_transform(size, mean, std)
+    )
+    log.info(
+        "%s (%.2f M parameters), %d classes, %d train / %d val images, device %s",
+        config["backbone"], sum(p.numel() for p in model.parameters()) / 1e6, len(names),
+        len(train_ds), len(val_ds), device,
+    )  # fmt: skip
+    log.info("training config: %s", config_summary(config))
+    return train(
+        model, train_ds, val_ds, config, args.out_dir, device, log=log, seed=args.seed,
+        class_names=names,
+    )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    try:
+        metrics = run(args)
+    except (ClassifierConfigError, FileNotFoundError, ValueError) as err:
+        log.error("%s", err)
+        return 2
+    log.info("val mAP %s, macro F1 %s", metrics["mAP"], metrics["macro_F1"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

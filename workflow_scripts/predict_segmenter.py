@@ -1,0 +1,89 @@
+"""Predict label masks with the trained segmenter (rule predict_segmenter).
+
+For every id of ``--split`` writes ``<out-dir>/<id>.png`` (argmax of the softmax averaged
+over ``--scales`` and, with ``--flip``, horizontal flips) and, with ``--crf-out-dir``, the
+argmax after a dense CRF with the ``--crf-json`` parameters as ``<crf-out-dir>/<id>.png``.
+Each folder is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+
+from tqdm import tqdm
+
+from wsss_core.atomic import atomic_directory
+from wsss_core.crf import CRFParams
+from wsss_core.data.voc import read_split
+from wsss_core.predict import predict_dataset
+from wsss_core.runtime import select_device, set_threads
+from wsss_core.segmenter import load_segmenter
+
+log = logging.getLogger("predict_segmenter")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", required=True, help="segmenter.pt from train_segmenter")
+    parser.add_argument("--data-root", required=True, help="dataset root in VOC layout")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--flip", action="store_true", help="average with the mirrored image")
+    parser.add_argument("--crf-json", default=None, help="dense CRF parameters as JSON")
+    parser.add_argument("--crf-out-dir", default=None, help="folder for the CRF-refined masks")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--out-dir", required=True, help="folder for the predicted masks")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    crf_params = None
+    if args.crf_out_dir is not None:
+        try:
+            crf_params = CRFParams.from_dict(json.loads(args.crf_json or "{}"))
+        except json.JSONDecodeError as err:
+            parser.error(f"--crf-json is not valid JSON ({err}): check segmenter.inference.crf")
+    elif args.crf_json is not None:
+        parser.error("--crf-json needs --crf-out-dir (where the CRF masks go)")
+
+    set_threads(args.threads)
+    device = select_device(args.device)
+    model, info = load_segmenter(args.model, device)
+    ids = read_split(args.data_root, args.split)
+    log.info(
+        "predicting %d images of %s on %s (scales %s, flip %s, CRF %s)",
+        len(ids),
+        args.split,
+        device,
+        args.scales,
+        args.flip,
+        crf_params is not None,
+    )
+    with contextlib.ExitStack() as stack:
+        out_dir = stack.enter_context(atomic_directory(args.out_dir))
+        crf_dir = None
+        if args.crf_out_dir is not None:
+            crf_dir = stack.enter_context(atomic_directory(args.crf_out_dir))
+        bar = stack.enter_context(tqdm(total=len(ids), desc="predict"))
+        predict_dataset(
+            model,
+            args.data_root,
+            ids,
+            out_dir,
+            info["mean"],
+            info["std"],
+            scales=args.scales,
+            flip=args.flip,
+            crf_params=crf_params,
+            crf_out_dir=crf_dir,
+            progress=bar.update,
+        )
+    log.info("wrote %s%s", args.out_dir, f" and {args.crf_out_dir}" if crf_dir else "")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""Pseudo masks by the PSA random walk over AffinityNet affinities (rule random_walk).
+
+For each image of this shard (the store's ids, every n-th from the shard index): AffinityNet
+features of the image (resized like the classifier's input), the relevance maps of its
+classes at image size with the background (1 - max)^alpha added, pooled to the feature
+grid, walked 2^logt steps with T = D^-1 A^beta, upsampled to the image, argmax over the
+background and the image's classes -> ``<out-dir>/<id>.png``. With ``--crf-json`` and
+``--crf-out-dir``, the walked scores (normalised per pixel) are also refined by a dense CRF
+-> ``<crf-out-dir>/<id>.png``. Every mask is a palette PNG written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from wsss_core.affinity import scores_to_mask, walk_maps
+from wsss_core.affinity_net import image_features, load_affinity_net
+from wsss_core.cam_store import CamReader
+from wsss_core.crf import CRFParams, dense_crf
+from wsss_core.data.voc import load_image
+from wsss_core.palette import save_mask
+from wsss_core.runtime import select_device, set_threads
+from wsss_core.shards import shard_ids
+
+log = logging.getLogger("random_walk")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--store", required=True, help="relevance-map store cams/<method>.h5")
+    parser.add_argument("--affinity", required=True, help="trained AffinityNet affinity.pt")
+    parser.add_argument("--data-root", required=True, help="dataset root in VOC layout")
+    parser.add_argument("--shard", type=int, default=0, help="0-based shard index")
+    parser.add_argument("--num-shards", type=int, default=1)
+    parser.add_argument("--alpha", type=float, required=True, help="background exponent")
+    parser.add_argument("--beta", type=float, default=8.0, help="affinity exponent")
+    parser.add_argument("--logt", type=int, default=8, help="the walk takes 2^logt steps")
+    parser.add_argument("--radius", type=int, default=5, help="neighbourhood radius (cells)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--out-dir", required=True, help="folder for <id>.png walk masks")
+    parser.add_argument("--crf-json", default=None, help="CRF parameters as a JSON object")
+    parser.add_argument("--crf-out-dir", default=None, help="folder for <id>.png CRF masks")
+    args = parser.parse_args(argv)
+    if (args.crf_json is None) != (args.crf_out_dir is None):
+        parser.error("--crf-json and --crf-out-dir go together")
+    if args.logt < 0 or args.radius < 1 or args.beta <= 0 or args.alpha <= 0:
+        parser.error("need alpha > 0, beta > 0, logt >= 0 and radius >= 1")
+    return args
+
+
+def parse_crf_json(text: str) -> CRFParams:
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--crf-json is not valid JSON ({err}): {text!r}") from err
+    if not isinstance(values, dict):
+        raise ValueError(f"--crf-json must be a JSON object, got {text!r}")
+    return CRFParams.from_dict(values)
+
+
+def crf_mask(image: np.ndarray, scores: torch.Tensor, classes: list[int], params: CRFParams):
+    """Dense CRF on the walked scores normalised to per-pixel probabilities -> label mask."""
+    probs = scores.double().clamp(min=0)
+    probs = probs / probs.sum(dim=0, keepdim=True).clamp(min=1e-12)
+    marginals = dense_crf(image, probs.float().cpu().numpy(), params)
+    return scores_to_mask(torch.from_numpy(marginals), classes).numpy()
+
+
+def run(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
+    device = select_device(args.device)
+    params = parse_crf_json(args.crf_json) if args.crf_json is not None else None
+    net, info = load_affinity_net(args.affinity, device)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    crf_dir = Path(args.crf_out_dir) if args.crf_out_dir is not None else None
+    if crf_dir is not None:
+        crf_dir.mkdir(parents=True, exist_ok=True)
+    with CamReader(args.store) as reader:
+        ids = shard_ids(reader.ids(), args.shard, args.num_shards)
+        log.info(
+            "shard %d/%d: %d images; alpha %g, beta %g, logt %d, radius %d; CRF %s; device %s",
+            args.shard, args.num_shards, len(ids), args.alpha, args.beta, args.logt,
+            args.radius, params, device,
+        )  # fmt: skip
+        for image_id in tqdm(ids, desc="random walk", mininterval=10.0):
+            maps, classes = reader.upsampled(image_id)
+            image = load_image(args.data_root, image_id)
+            if image.shape[:2] != maps.shape[1:]:
+                raise ValueError(
+                    f"{args.store}: maps of '{image_id}' are {maps.shape[1:]} but the image is "
+                    f"{image.shape[:2]}; the store was made from other images: re-run extract_cams"
+                )
+            features = image_features(net, image, info, device)
+            with torch.no_grad():
+                scores = walk_maps(
+                    torch.from_numpy(maps).to(device), features, args.alpha,
+                    radius=args.radius, beta=args.beta, logt=args.logt,
+                )  # fmt: skip
+            save_mask(out_dir / f"{image_id}.png", scores_to_mask(scores, classes).cpu().numpy())
+            if crf_dir is not None:
+                save_mask(crf_dir / f"{image_id}.png", crf_mask(image, scores, classes, params))
+    log.info("wrote %d masks to %s%s", len(ids), out_dir, f" and {crf_dir}" if crf_dir else "")
+    return len(ids)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    try:
+        run(args)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        log.error("%s", err)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

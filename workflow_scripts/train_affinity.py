@@ -1,0 +1,108 @@
+"""Train the AffinityNet on CRF seed masks (rule train_affinity).
+
+Reads the images of ``--data-root`` for the ids of ``--split`` and their seed masks
+``<seeds>/<id>.png`` (0 background, c + 1 class c, 255 unsure); with the classifier backbone
+the ViT comes from ``--classifier``. Writes ``<out-dir>/affinity.pt``, ``history.csv`` and,
+after every epoch, ``checkpoints/last.pt`` (a rerun after a kill resumes from it).
+``--config-json`` is the ``affinity.net`` config section (see wsss_core.affinity_net and
+wsss_core.train_affinity).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from wsss_core.affinity_net import CLASSIFIER, AffinityConfigError, build_affinity_net
+from wsss_core.data.voc import VOCSegmentation, read_split, train_transform
+from wsss_core.runtime import select_device, set_threads
+from wsss_core.train_affinity import effective_crop_size, split_config, train
+
+log = logging.getLogger("train_affinity")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--classifier", required=True, help="classifier model.pt")
+    parser.add_argument("--seeds", required=True, help="folder of <id>.png seed masks")
+    parser.add_argument("--data-root", required=True, help="dataset root in VOC layout")
+    parser.add_argument("--split", required=True, help="split whose images are trained on")
+    parser.add_argument("--config-json", required=True, help="affinity.net config as JSON")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--out-dir", required=True)
+    return parser.parse_args(argv)
+
+
+def _config(text: str) -> dict:
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise AffinityConfigError(
+            f"--config-json is not valid JSON ({err}); check the config section affinity.net"
+        ) from err
+    if not isinstance(config, dict):
+        raise AffinityConfigError("--config-json must be a JSON object (config key affinity.net)")
+    return config
+
+
+def _check_seeds(seeds: Path, ids: list[str]) -> None:
+    if not seeds.is_dir():
+        raise FileNotFoundError(f"seed folder {seeds} does not exist; run rule crf_seeds")
+    missing = [i for i in ids if not (seeds / f"{i}.png").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"seed folder {seeds} lacks {len(missing)} of {len(ids)} masks (first: "
+            f"{missing[0]}.png); re-run rules crf_seeds and gather_seeds"
+        )
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    config = _config(args.config_json)
+    net_cfg, tc = split_config(config)
+    set_threads(args.threads)
+    device = select_device(args.device)
+    _check_seeds(Path(args.seeds), read_split(args.data_root, args.split))
+
+    classifier = classifier_info = None
+    if net_cfg.backbone == CLASSIFIER:
+        from wsss_core.classifier import load_classifier
+
+        classifier, classifier_info = load_classifier(args.classifier, "cpu")
+    net, info = build_affinity_net(net_cfg, classifier, classifier_info)
+    crop = effective_crop_size(tc, info)
+    dataset = VOCSegmentation(
+        args.data_root,
+        args.split,
+        mask_dir=args.seeds,
+        transform=train_transform(crop, tc.scale_range, info["mean"], info["std"], tc.jitter),
+    )
+    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    log.info(
+        "AffinityNet on %s (%s), %.2f M trainable parameters; %d images of split '%s', "
+        "crop %d, grid stride %d, radius %d; device %s",
+        net_cfg.backbone, "frozen" if net_cfg.freeze_backbone else "fine-tuned",
+        trainable / 1e6, len(dataset), args.split, crop, net_cfg.output_stride, tc.radius,
+        device,
+    )  # fmt: skip
+    log.info("config: %s", json.dumps(config, sort_keys=True))
+    return train(net, info, dataset, config, args.out_dir, device, seed=args.seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    try:
+        history = run(args)
+    except (AffinityConfigError, FileNotFoundError, ValueError) as err:
+        log.error("%s", err)
+        return 2
+    log.info("final training loss %.4f", history[-1]["train_loss"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

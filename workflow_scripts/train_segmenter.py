@@ -1,0 +1,52 @@
+"""Train the DeepLabV3+ segmenter on pseudo masks (rule train_segmenter).
+
+Reads ``<masks>/<id>.png`` for the ids of ``--split`` and the images of ``--data-root``;
+writes ``<out-dir>/segmenter.pt``, ``<out-dir>/history.csv`` and, after every epoch,
+``<out-dir>/checkpoints/last.pt`` (a rerun after a kill resumes from it).
+``--config-json`` is the ``segmenter.net`` config section (see wsss_core.train_segmenter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from wsss_core.runtime import select_device, set_threads
+from wsss_core.train_segmenter import train_segmenter
+
+log = logging.getLogger("train_segmenter")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--masks", required=True, help="folder of pseudo masks <id>.png")
+    parser.add_argument("--data-root", required=True, help="dataset root in VOC layout")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--config-json", default="{}", help="segmenter.net config as JSON")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--out-dir", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    try:
+        config = json.loads(args.config_json)
+    except json.JSONDecodeError as err:
+        parser.error(f"--config-json is not valid JSON ({err}): check config key segmenter.net")
+    if not isinstance(config, dict):
+        parser.error("--config-json must be a JSON object (config key segmenter.net)")
+    set_threads(args.threads)
+    device = select_device(args.device)
+    log.info("training the segmenter on %s (%s split) on %s", args.masks, args.split, device)
+    result = train_segmenter(
+        args.data_root, args.split, args.masks, args.out_dir, config, seed=args.seed, device=device
+    )
+    last = result.history.iloc[-1]
+    log.info("wrote %s (final train_loss %.4f)", result.model_path, last["train_loss"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,328 @@
+"""Train the AffinityNet on CRF seeds, resuming from its last checkpoint after a kill.
+
+Each batch: random crops of images with their seed masks (0 background, c + 1 class c,
+255 unsure; crops padded with 255), the seeds pooled to the feature grid by majority vote,
+affinity labels of every pair closer than ``radius`` cells, and the balanced loss
+L_bg_pos / 2 + L_fg_pos / 2 + L_neg on a_ij = exp(-mean|f_i - f_j|)
+(``wsss_core.affinity``). AdamW or SGD, poly learning-rate decay per step; the head learns
+at ``lr`` and, unless frozen, the backbone at ``lr * backbone_lr_mult``.
+
+After every epoch ``history.csv`` (epoch, train_loss, lr and the three loss parts) and
+``checkpoints/last.pt`` (model, optimiser, epoch, history, random generator states) are
+written, so a rerun continues where a killed run stopped and ends with the same weights.
+At the end ``affinity.pt`` holds the net (``wsss_core.affinity_net.load_affinity_net``).
+
+Config keys (the ``affinity.net`` section): the architecture keys of
+``AffinityNetConfig`` and the training keys of ``AffinityTrainConfig``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from wsss_core.affinity import affinity_loss, downsample_labels, pair_affinities, pair_labels
+from wsss_core.affinity_net import (
+    AffinityConfigError,
+    AffinityNet,
+    AffinityNetConfig,
+    save_affinity_net,
+)
+from wsss_core.checkpoint import load_checkpoint, save_checkpoint
+from wsss_core.runtime import seed_everything
+from wsss_core.schedules import poly
+from wsss_core.tables import write_table
+from wsss_core.train_classifier import restore_rng_states, rng_states
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "lr", "train_bg_pos_loss", "train_fg_pos_loss",
+                   "train_neg_loss"]  # fmt: skip
+CHECKPOINT = Path("checkpoints") / "last.pt"
+MODEL_FILE = "affinity.pt"
+
+log = logging.getLogger(__name__)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class AffinityTrainConfig:
+    """Training hyper-parameters (keys of the ``affinity.net`` section besides the net's)."""
+
+    radius: int = 5
+    epochs: int = 8
+    batch_size: int = 8
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    backbone_lr_mult: float = 0.0
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    poly_power: float = 0.9
+    crop_size: int | None = None
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    jitter: float = 0.3
+    num_workers: int = 0
+
+    @classmethod
+    def from_dict(cls, cfg: Mapping[str, Any]) -> AffinityTrainConfig:
+        values = {f.name: cfg[f.name] for f in dataclasses.fields(cls) if f.name in cfg}
+        if values.get("scale_range") is not None:
+            scale = values["scale_range"]
+            if not isinstance(scale, list | tuple) or len(scale) != 2:
+                raise AffinityConfigError(
+                    f"affinity.net.scale_range must be [low, high], got {scale!r}"
+                )
+            values["scale_range"] = (float(scale[0]), float(scale[1]))
+        tc = cls(**values)
+        tc.check()
+        return tc
+
+    def check(self) -> None:
+        def bad(key: str, what: str) -> AffinityConfigError:
+            return AffinityConfigError(
+                f"affinity.net.{key} must be {what}, got {getattr(self, key)!r}"
+            )
+
+        for key in ("radius", "epochs", "batch_size"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(key, "a positive integer")
+        if self.radius < 2:
+            raise bad("radius", "at least 2 (radius 1 has no pairs)")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise bad("optimizer", "'adamw' or 'sgd'")
+        if not _is_number(self.lr) or self.lr <= 0:
+            raise bad("lr", "a positive number")
+        for key in ("backbone_lr_mult", "weight_decay", "momentum", "poly_power", "jitter"):
+            if not _is_number(getattr(self, key)) or getattr(self, key) < 0:
+                raise bad(key, "a non-negative number")
+        if self.crop_size is not None and (
+            isinstance(self.crop_size, bool) or not isinstance(self.crop_size, int)
+            or self.crop_size < 1
+        ):  # fmt: skip
+            raise bad("crop_size", "null (the classifier's input size) or a positive integer")
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or (
+            self.num_workers < 0
+        ):  # fmt: skip
+            raise bad("num_workers", "a non-negative integer")
+
+
+def split_config(cfg: Mapping[str, Any]) -> tuple[AffinityNetConfig, AffinityTrainConfig]:
+    """The net and training parts of the flat ``affinity.net`` config; unknown keys raise.
+
+    The backbone is frozen exactly when ``backbone_lr_mult`` is 0.
+    """
+    net_keys = {f.name for f in dataclasses.fields(AffinityNetConfig)} - {"freeze_backbone"}
+    known = net_keys | {f.name for f in dataclasses.fields(AffinityTrainConfig)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise AffinityConfigError(
+            f"unknown affinity.net key(s) {unknown}; known keys are {sorted(known)}"
+        )
+    tc = AffinityTrainConfig.from_dict(cfg)
+    net_cfg = AffinityNetConfig.from_dict(
+        {**{k: v for k, v in cfg.items() if k in net_keys},
+         "freeze_backbone": tc.backbone_lr_mult == 0}
+    )  # fmt: skip
+    return net_cfg, tc
+
+
+# --------------------------------------------------------------------------------------
+# Optimiser, loss, epochs
+
+
+def build_optimizer(net: AffinityNet, tc: AffinityTrainConfig) -> torch.optim.Optimizer:
+    """Head at lr, trainable backbone at lr * backbone_lr_mult; no decay on biases/norms."""
+    groups = []
+    parts = ((net.head_parameters(), 1.0), (net.backbone_parameters(), tc.backbone_lr_mult))
+    for params, mult in parts:
+        if not params or mult == 0:
+            continue
+        decayed = [p for p in params if p.ndim > 1]
+        plain = [p for p in params if p.ndim <= 1]
+        for group, decay in ((decayed, tc.weight_decay), (plain, 0.0)):
+            if group:
+                groups.append({"params": group, "weight_decay": decay, "lr_mult": mult})
+    if tc.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=tc.lr, momentum=tc.momentum)
+    return torch.optim.AdamW(groups, lr=tc.lr)
+
+
+def batch_loss(net: AffinityNet, images: torch.Tensor, seeds: torch.Tensor, radius: int):
+    """The affinity loss of one batch of images [B, 3, S, S] and seed masks [B, S, S]."""
+    features = net(images)
+    grid = downsample_labels(seeds, tuple(features.shape[-2:]))
+    return affinity_loss(pair_affinities(features, radius), pair_labels(grid, radius))
+
+
+def _loader(ds: Dataset, tc: AffinityTrainConfig, seed: int, epoch: int, device) -> DataLoader:
+    """Shuffled by a generator seeded with (seed, epoch): a resumed run draws the same order."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return DataLoader(
+        ds,
+        batch_size=tc.batch_size,
+        shuffle=True,
+        drop_last=len(ds) > tc.batch_size,
+        num_workers=tc.num_workers,
+        generator=generator,
+        pin_memory=torch.device(device).type == "cuda",
+    )
+
+
+def train_one_epoch(
+    net: AffinityNet,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    tc: AffinityTrainConfig,
+    device: torch.device,
+    first_step: int,
+    total_steps: int,
+    desc: str,
+) -> dict[str, float]:
+    """One pass; returns the mean loss and parts per batch and the last learning rate."""
+    net.train()
+    sums = {"train_loss": 0.0, "train_bg_pos_loss": 0.0, "train_fg_pos_loss": 0.0,
+            "train_neg_loss": 0.0}  # fmt: skip
+    batches, lr, step = 0, tc.lr, first_step
+    bar = tqdm(loader, desc=desc, file=sys.stderr, mininterval=10.0, leave=False)
+    for images, seeds in bar:
+        lr = tc.lr * poly(step, total_steps, tc.poly_power)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group["lr_mult"]
+        loss = batch_loss(net, images.to(device), seeds.to(device), tc.radius)
+        if not torch.isfinite(loss.total):
+            raise FloatingPointError(
+                f"affinity loss became {loss.total.item()} at step {step}; lower affinity.net.lr"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        optimizer.step()
+        for key, value in (("train_loss", loss.total), ("train_bg_pos_loss", loss.bg_pos),
+                           ("train_fg_pos_loss", loss.fg_pos), ("train_neg_loss", loss.neg)):
+            sums[key] += float(value.detach())  # fmt: skip
+        batches += 1
+        step += 1
+        bar.set_postfix(loss=f"{sums['train_loss'] / batches:.4f}", refresh=False)
+    row = {key: value / max(batches, 1) for key, value in sums.items()}
+    row["lr"] = lr
+    return row
+
+
+def _fingerprint(cfg: Mapping[str, Any], seed: int, num_train: int) -> dict:
+    return {"config": json.loads(json.dumps(dict(cfg), sort_keys=True, default=str)),
+            "seed": seed, "num_train": num_train}  # fmt: skip
+
+
+def train(
+    net: AffinityNet,
+    net_info: Mapping[str, Any],
+    train_ds: Dataset,
+    cfg: Mapping[str, Any],
+    out_dir: str | Path,
+    device: torch.device | str,
+    seed: int = 0,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> list[dict]:
+    """Train ``net`` on ``train_ds`` (items (image [3, S, S], seed mask [S, S])); resume from
+    ``out_dir/checkpoints/last.pt`` when present. Writes ``history.csv`` and the checkpoint
+    every epoch and ``affinity.pt`` at the end. ``on_epoch_end(epoch, row)`` runs after each
+    epoch's checkpoint (raising there stops the run the way a kill does). Returns the history.
+    """
+    _, tc = split_config(cfg)
+    device = torch.device(device)
+    out_dir = Path(out_dir)
+    if len(train_ds) == 0:
+        raise ValueError("the affinity training set is empty; check the split and seed folder")
+
+    seed_everything(seed)
+    net.to(device)
+    optimizer = build_optimizer(net, tc)
+    steps_per_epoch = len(_loader(train_ds, tc, seed, 0, device))
+    total_steps = tc.epochs * steps_per_epoch
+    fingerprint = _fingerprint(cfg, seed, len(train_ds))
+
+    checkpoint_path = out_dir / CHECKPOINT
+    history: list[dict] = []
+    start_epoch = 0
+    state = load_checkpoint(checkpoint_path, map_location="cpu")
+    if state is not None:
+        if state.get("fingerprint") != fingerprint:
+            raise RuntimeError(
+                f"checkpoint {checkpoint_path} was written by a run with another config, seed "
+                "or dataset; delete it to restart training"
+            )
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history = list(state["history"])
+        start_epoch = int(state["epoch"])
+        restore_rng_states(state["rng"])
+        log.info("resuming from %s after epoch %d/%d", checkpoint_path, start_epoch, tc.epochs)
+
+    for epoch in range(start_epoch, tc.epochs):
+        started = time.perf_counter()
+        row = train_one_epoch(
+            net,
+            _loader(train_ds, tc, seed, epoch, device),
+            optimizer,
+            tc,
+            device,
+            first_step=epoch * steps_per_epoch,
+            total_steps=total_steps,
+            desc=f"epoch {epoch + 1}/{tc.epochs}",
+        )
+        row = {"epoch": epoch + 1, **row}
+        history.append(row)
+        save_checkpoint(
+            checkpoint_path,
+            {
+                "model": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1,
+                "history": history,
+                "rng": rng_states(),
+                "fingerprint": fingerprint,
+            },
+        )
+        write_table(pd.DataFrame(history, columns=HISTORY_COLUMNS), out_dir / "history.csv")
+        log.info(
+            "epoch %d/%d: loss %.4f (bg+ %.4f, fg+ %.4f, neg %.4f), lr %.2e (%.1f s)",
+            epoch + 1, tc.epochs, row["train_loss"], row["train_bg_pos_loss"],
+            row["train_fg_pos_loss"], row["train_neg_loss"], row["lr"],
+            time.perf_counter() - started,
+        )  # fmt: skip
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, row)
+
+    write_table(pd.DataFrame(history, columns=HISTORY_COLUMNS), out_dir / "history.csv")
+    extra = {"train_config": json.loads(json.dumps(dict(cfg), default=str)), "radius": tc.radius,
+             "seed": seed}  # fmt: skip
+    save_affinity_net(out_dir / MODEL_FILE, net, net_info, extra)
+    log.info("wrote %s", out_dir / MODEL_FILE)
+    return history
+
+
+def effective_crop_size(tc: AffinityTrainConfig, net_info: Mapping[str, Any]) -> int:
+    """The training crop: ``crop_size``, else the classifier's input size."""
+    if tc.crop_size is not None:
+        return tc.crop_size
+    if net_info.get("input_size") is None:
+        raise AffinityConfigError(
+            "affinity.net.crop_size must be set for a CNN backbone (there is no classifier "
+            "input size to default to)"
+        )
+    return int(net_info["input_size"])
+
