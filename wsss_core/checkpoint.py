@@ -17,7 +17,9 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict | None:
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> dict | None:
     """Return the checkpoint at ``path``, or None when there is none to resume from.
 
     A checkpoint that exists but cannot be read is an error naming the file,

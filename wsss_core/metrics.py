@@ -29,7 +29,9 @@ class ConfusionMatrix:
     def update(self, pred: np.ndarray, target: np.ndarray) -> None:
         """Add one prediction/ground-truth pair of equal shape."""
         if pred.shape != target.shape:
-            raise ValueError(f"prediction {pred.shape} and ground truth {target.shape} differ in shape")
+            raise ValueError(
+                f"prediction {pred.shape} and ground truth {target.shape} differ in shape"
+            )
         target = np.asarray(target).ravel().astype(np.int64)
         pred = np.asarray(pred).ravel().astype(np.int64)
         keep = target != self.ignore_index
