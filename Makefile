@@ -41,7 +41,8 @@ dag: install
 	mkdir -p results/$(RUN)
 	$(SNAKEMAKE) --configfile config.yaml --dag | dot -Tsvg > results/$(RUN)/dag.svg
 	$(SNAKEMAKE) --configfile config.yaml --rulegraph | dot -Tsvg > results/$(RUN)/rulegraph.svg
-	@echo "wrote results/$(RUN)/dag.svg and results/$(RUN)/rulegraph.svg"
+	cp results/$(RUN)/rulegraph.svg docs/rulegraph.svg
+	@echo "wrote results/$(RUN)/dag.svg and results/$(RUN)/rulegraph.svg (copied to docs/ for README)"
 
 bench: install
 	$(PY) bench/bench_relevance.py

@@ -13,9 +13,11 @@ rule crf_seeds:
     params:
         shard=lambda w: int(w.scatteritem.split("-of-")[0]) - 1,
         num_shards=lambda w: int(w.scatteritem.split("-of-")[1]),
-        alpha_low=AFF_CFG["alpha_low"],
-        alpha_high=AFF_CFG["alpha_high"],
-        crf=as_json(AFF_CFG["crf"]),
+        seeds=settings(
+            alpha_low=AFF_CFG["alpha_low"],
+            alpha_high=AFF_CFG["alpha_high"],
+            crf=as_json(AFF_CFG["crf"]),
+        ),
     log:
         log_path("crf_seeds", "{method}/{scatteritem}"),
     benchmark:
@@ -28,8 +30,8 @@ rule crf_seeds:
     shell:
         "{PY} workflow_scripts/crf_seeds.py --store {input.store} --data-root {DATA_ROOT} "
         "--ids-shard {params.shard} --num-shards {params.num_shards} "
-        "--alpha-low {params.alpha_low} --alpha-high {params.alpha_high} "
-        "--crf-json {params.crf} --out-dir {output} > {log} 2>&1"
+        "--alpha-low {params.seeds[alpha_low]} --alpha-high {params.seeds[alpha_high]} "
+        "--crf-json {params.seeds[crf]} --out-dir {output} > {log} 2>&1"
 
 
 rule gather_seeds:
@@ -89,12 +91,14 @@ rule random_walk:
     params:
         shard=lambda w: int(w.scatteritem.split("-of-")[0]) - 1,
         num_shards=lambda w: int(w.scatteritem.split("-of-")[1]),
-        alpha=RW_CFG["alpha"],
-        beta=RW_CFG["beta"],
-        logt=RW_CFG["logt"],
-        radius=RW_CFG["radius"],
-        crf=as_json(RW_CFG["crf"]),
-        device=config["device"],
+        walk=settings(
+            alpha=RW_CFG["alpha"],
+            beta=RW_CFG["beta"],
+            logt=RW_CFG["logt"],
+            radius=RW_CFG["radius"],
+            crf=as_json(RW_CFG["crf"]),
+            device=config["device"],
+        ),
     log:
         log_path("random_walk", "{method}/{scatteritem}"),
     benchmark:
@@ -107,10 +111,11 @@ rule random_walk:
     shell:
         "{PY} workflow_scripts/random_walk.py --store {input.store} "
         "--affinity {input.affinity} --data-root {DATA_ROOT} "
-        "--shard {params.shard} --num-shards {params.num_shards} --alpha {params.alpha} "
-        "--beta {params.beta} --logt {params.logt} --radius {params.radius} "
-        "--device {params.device} --threads {threads} --out-dir {output.rw} "
-        "--crf-json {params.crf} --crf-out-dir {output.crf} > {log} 2>&1"
+        "--shard {params.shard} --num-shards {params.num_shards} "
+        "--alpha {params.walk[alpha]} --beta {params.walk[beta]} --logt {params.walk[logt]} "
+        "--radius {params.walk[radius]} --device {params.walk[device]} --threads {threads} "
+        "--out-dir {output.rw} --crf-json {params.walk[crf]} --crf-out-dir {output.crf} "
+        "> {log} 2>&1"
 
 
 rule gather_pseudo:
@@ -167,3 +172,10 @@ rule eval_pseudo:
         "--split {params.split} --stage {params.stage:q} --method {wildcards.method} "
         "--out-summary {output.summary} --out-per-class {output.per_class} "
         "--out-md {output.md} > {log} 2>&1"
+
+
+# Cheap rules run by Snakemake itself, not submitted to a cluster (see rules/data.smk).
+localrules:
+    gather_seeds,
+    gather_pseudo,
+    eval_pseudo,

@@ -55,19 +55,35 @@ def check_config_paths() -> None:
             f"config key classifier.pretrained: weights file '{weights}' does not exist; "
             "give a local weights file, 'hub' (needs network) or false"
         )
-    for section in ("affinity", "segmenter"):
-        net_weights = config[section]["net"].get("pretrained", False)
+    # the AffinityNet's CNN weights are affinity.net.cnn_pretrained (its ViT backbone is the
+    # classifier); the segmenter's backbone weights are segmenter.net.pretrained
+    for key, section, name in (
+        ("affinity.net.cnn_pretrained", "affinity", "cnn_pretrained"),
+        ("segmenter.net.pretrained", "segmenter", "pretrained"),
+    ):
+        net_weights = config[section]["net"].get(name, False)
         if isinstance(net_weights, str) and net_weights != "hub" and not Path(net_weights).is_file():
             raise ValueError(
-                f"config key {section}.net.pretrained: weights file '{net_weights}' does not exist"
+                f"config key {key}: weights file '{net_weights}' does not exist; "
+                "give a local weights file, 'hub' (needs network) or false"
             )
     voc = DATA_CFG["voc2012"]
-    if DATA_CFG["source"] == "voc2012" and voc["prepared"] and not Path(voc["root"]).is_dir():
-        raise ValueError(
-            f"config key data.voc2012.root: '{voc['root']}' is not a folder, but "
-            "data.voc2012.prepared is true; point root at a prepared VOC2012 tree or set "
-            "prepared: false to download and prepare it"
-        )
+    if DATA_CFG["source"] == "voc2012" and voc["prepared"]:
+        root = Path(voc["root"])
+        if not root.is_dir():
+            raise ValueError(
+                f"config key data.voc2012.root: '{voc['root']}' is not a folder, but "
+                "data.voc2012.prepared is true; point root at a prepared VOC2012 tree or set "
+                "prepared: false to download and prepare it"
+            )
+        for key in ("train_split", "eval_split"):
+            split_file = root / "ImageSets" / "Segmentation" / f"{DATA_CFG[key]}.txt"
+            if not split_file.is_file():
+                raise ValueError(
+                    f"config key data.{key}: '{DATA_CFG[key]}' has no list {split_file} in the "
+                    "prepared tree data.voc2012.root; name a split that exists there or set "
+                    "data.voc2012.prepared: false to prepare the tree (train_aug included)"
+                )
 
 
 check_config_paths()
@@ -94,6 +110,18 @@ scattergather:
     cams=config["cams"]["shards"],
     seeds=config["affinity"]["shards"],
     walk=config["random_walk"]["shards"],
+
+
+def settings(**values) -> dict:
+    """A rule's config values as one params entry; the shell reads them as {params.NAME[key]}.
+
+    Snakemake records a job's params as an unordered set of their values, without names, and
+    reruns a job when that set changes. With several numeric params a change can hide behind
+    an equal value elsewhere: random_walk's values held 4 (logt) and 8 (alpha, beta), and
+    beta 8 -> 4 left the set as it was, so nothing reran. A mapping is recorded with its
+    keys, so any change of any value reruns the rule (tests/test_workflow.py checks each
+    stage)."""
+    return dict(values)
 
 
 def as_json(obj) -> str:

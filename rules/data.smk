@@ -7,11 +7,13 @@ rule make_synthetic:
     output:
         directory(f"{RES}/data/synthetic"),
     params:
-        num_classes=SYN["num_classes"],
-        image_size=SYN["image_size"],
-        num_train=SYN["num_train"],
-        num_val=SYN["num_val"],
-        seed=SYN["seed"],
+        syn=settings(
+            num_classes=SYN["num_classes"],
+            image_size=SYN["image_size"],
+            num_train=SYN["num_train"],
+            num_val=SYN["num_val"],
+            seed=SYN["seed"],
+        ),
     log:
         log_path("make_synthetic"),
     benchmark:
@@ -23,8 +25,9 @@ rule make_synthetic:
         **gpu_resources("make_synthetic"),
     shell:
         "{PY} workflow_scripts/make_synthetic.py --root {output} "
-        "--num-classes {params.num_classes} --image-size {params.image_size} "
-        "--num-train {params.num_train} --num-val {params.num_val} --seed {params.seed} "
+        "--num-classes {params.syn[num_classes]} --image-size {params.syn[image_size]} "
+        "--num-train {params.syn[num_train]} --num-val {params.syn[num_val]} "
+        "--seed {params.syn[seed]} "
         "> {log} 2>&1"
 
 
@@ -51,13 +54,16 @@ rule make_labels:
 
 VOC = DATA_CFG["voc2012"]
 DOWNLOADS = VOC["downloads"]
+VOC_URL = VOC["voc_url"]
+SBD_URL = VOC["sbd_url"]
 
 
 rule download_voc:
     output:
         f"{DOWNLOADS}/VOCtrainval_11-May-2012.tar",
     params:
-        url=VOC["voc_url"],
+        # the checksum names the archive and is a rerun trigger; the URL is only where to
+        # fetch it, so switching to a mirror does not download (and rebuild) everything again
         md5=VOC["voc_md5"],
     log:
         "logs/download_voc.log",
@@ -65,7 +71,7 @@ rule download_voc:
     resources:
         **gpu_resources("download_voc"),
     shell:
-        "{PY} workflow_scripts/download_file.py --url {params.url:q} --md5 {params.md5} "
+        "{PY} workflow_scripts/download_file.py --url {VOC_URL:q} --md5 {params.md5} "
         "--out {output} > {log} 2>&1"
 
 
@@ -73,15 +79,14 @@ rule download_sbd:
     output:
         f"{DOWNLOADS}/benchmark.tgz",
     params:
-        url=VOC["sbd_url"],
-        md5=VOC["sbd_md5"],
+        md5=VOC["sbd_md5"],  # as in download_voc: the URL is no rerun trigger
     log:
         "logs/download_sbd.log",
     threads: 1
     resources:
         **gpu_resources("download_sbd"),
     shell:
-        "{PY} workflow_scripts/download_file.py --url {params.url:q} --md5 {params.md5} "
+        "{PY} workflow_scripts/download_file.py --url {SBD_URL:q} --md5 {params.md5} "
         "--out {output} > {log} 2>&1"
 
 
@@ -106,6 +111,10 @@ rule prepare_voc:
         "--out {params.out} --no-progress > {log} 2>&1"
 
 
+# Run by Snakemake itself, never submitted to a cluster: the downloads need the network of
+# the login node; make_synthetic and make_labels take seconds, less than a job's scheduling.
 localrules:
     download_voc,
     download_sbd,
+    make_synthetic,
+    make_labels,

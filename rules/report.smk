@@ -64,8 +64,12 @@ rule figure_samples:
             category="3. Figures",
         ),
     params:
-        num_train=REPORT_CFG["num_train_samples"],
-        num_val=REPORT_CFG["num_val_samples"],
+        samples=settings(
+            num_train=REPORT_CFG["num_train_samples"],
+            num_val=REPORT_CFG["num_val_samples"],
+            train_split=TRAIN_SPLIT,
+            val_split=EVAL_SPLIT,
+        ),
     log:
         log_path("figure_samples"),
     conda:
@@ -75,8 +79,9 @@ rule figure_samples:
         **gpu_resources("figure_samples"),
     shell:
         "{PY} workflow_scripts/figures.py samples --data-root {DATA_ROOT} "
-        "--train-split {TRAIN_SPLIT} --val-split {EVAL_SPLIT} "
-        "--num-train {params.num_train} --num-val {params.num_val} --store {input.store} "
+        "--train-split {params.samples[train_split]} --val-split {params.samples[val_split]} "
+        "--num-train {params.samples[num_train]} --num-val {params.samples[num_val]} "
+        "--store {input.store} "
         "--seeds-dir {input.seeds} --rw-dir {input.rw} --pred-dir {input.pred} "
         "--out {output} > {log} 2>&1"
 
@@ -134,3 +139,11 @@ rule figure_runtimes:
     shell:
         "{PY} workflow_scripts/figures.py runtimes --benchmark-dir {params.bench_dir} "
         "--out-png {output.png} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+
+# Cheap rules run by Snakemake itself, not submitted to a cluster (see rules/data.smk).
+localrules:
+    summary,
+    figure_samples,
+    figure_curves,
+    figure_runtimes,

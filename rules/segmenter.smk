@@ -91,3 +91,8 @@ rule eval_segmenter:
         "--split {params.split} --stage {params.stage:q} --method {wildcards.method} "
         "--out-summary {output.summary} --out-per-class {output.per_class} "
         "--out-md {output.md} > {log} 2>&1"
+
+
+# Cheap rules run by Snakemake itself, not submitted to a cluster (see rules/data.smk).
+localrules:
+    eval_segmenter,

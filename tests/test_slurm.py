@@ -8,6 +8,11 @@ rules must have gone through sbatch (job ids in Snakemake's log, in the job-comp
 in the plugin's per-job logs and in the jobs' own environment) with the resources the
 profile and the rules ask for, and the local rule must not have.
 
+The tiny end-to-end workflow (tests/configs/tiny.yaml, every stage in one shard) then runs
+through the same cluster with the profile, as a user would run it: the rules that take seconds
+(``localrules:``) in Snakemake's own process, every other job through sbatch with the
+resources of the config, and every result equal to the local tiny run's (conftest.py).
+
 The helper tests at the top need neither root nor SLURM.
 """
 
@@ -22,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import WorkflowRun
 from slurm_cluster import (
     NODE,
     PARTITION,
@@ -40,6 +46,19 @@ from slurm_cluster import (
     start_local_slurm,
     submitted_job_ids,
     total_memory_mb,
+)
+from workflow_utils import (
+    TINY_CONFIG,
+    copy_workflow,
+    expected_job_counts,
+    load_yaml,
+    local_rules,
+    output,
+    result_differences,
+    run_config,
+    tail,
+    with_values,
+    write_config,
 )
 
 GPU_RULES = {
@@ -288,4 +307,74 @@ def test_profile_runs_workflow_through_sbatch_like_a_local_run(local_slurm: Loca
     print(
         f"\nlocal SLURM start {local_slurm.startup_seconds:.1f} s; "
         f"local run + SLURM run {time.monotonic() - started:.1f} s"
+    )
+
+
+# ---------------------------------------------------------------- the tiny workflow on SLURM
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_tiny_workflow_through_slurm_equals_the_local_run(
+    local_slurm: LocalSlurm, tiny_run: WorkflowRun, tmp_path
+):
+    """The tiny config, every stage in one shard (run tiny_slurm), with profiles/slurm:
+
+    - the jobs of every rule but the local ones went through sbatch, one SLURM job each (job
+      ids in Snakemake's log, in the plugin's per-job logs and in SLURM's job-completion log,
+      all COMPLETED), with the threads, memory and time limit of the config's resources;
+    - the local rules (``localrules:``: the cheap ones) ran in Snakemake's own process;
+    - every result equals the local tiny run's exactly (conftest.py: relevance maps in one
+      shard, seeds and random walk in two, which go one image at a time): the data, label
+      tables, classifier weights and metrics, relevance-map stores, seeds, AffinityNet,
+      pseudo masks, segmenter, predictions, every score table and the figures but the
+      runtime one. Only logs, benchmarks and runtimes differ.
+    """
+    started = time.monotonic()
+    workdir = copy_workflow(tmp_path / "workflow")
+    config = with_values(
+        load_yaml(workdir / TINY_CONFIG),
+        {"run": "tiny_slurm", "cams.shards": 1, "affinity.shards": 1, "random_walk.shards": 1},
+    )
+    configfile = write_config(workdir, "tests/configs/tiny_slurm.yaml", config)
+    proc = run_workflow(
+        workdir, [*slurm_profile_args(), "--configfile", configfile], env=local_slurm.env,
+        timeout=420,
+    )  # fmt: skip
+    log = output(proc)
+    detail = f"{tail(log, 80)}\n{local_slurm.log_tail()}"
+    assert proc.returncode == 0, detail
+    seconds = time.monotonic() - started
+
+    # which jobs went through sbatch: all but the local rules, one SLURM job each
+    counts = expected_job_counts(run_config(workdir, configfile))
+    local = local_rules(workdir / "rules") | {"all"}
+    cluster_counts = {rule: n for rule, n in counts.items() if rule not in local}
+    assert set(cluster_counts) == GPU_RULES | {"crf_seeds", "eval_cams"}
+    submitted = submitted_job_ids(log)
+    rule_of = slurm_jobs_by_rule(workdir)
+    assert sorted(rule_of) == sorted(submitted.values()), detail
+    assert {r: list(rule_of.values()).count(r) for r in set(rule_of.values())} == cluster_counts
+    for rule in set(counts) & local - {"all"}:
+        assert f"localrule {rule}:" in log, rule
+    done = local_slurm.completed_jobs()
+    assert {job_id: done[job_id]["JobState"] for job_id in rule_of} == dict.fromkeys(
+        rule_of, "COMPLETED"
+    )
+    resources = config["resources"]
+    for job_id, rule in rule_of.items():
+        spec = resources["rules"].get(rule, {})
+        threads = resources["threads"] if rule in GPU_RULES else 1
+        tres = dict(kv.split("=") for kv in local_slurm.job_info(job_id)["TRES"].split(","))
+        assert tres["cpu"] == str(threads), (rule, tres)
+        assert tres["mem"] == f"{spec.get('mem_mb', resources['default_mem_mb'])}M", (rule, tres)
+        runtime = spec.get("runtime", resources["default_runtime"])
+        assert done[job_id]["TimeLimit"] == str(runtime), (rule, done[job_id])
+
+    # the same results as the local run
+    assert result_differences(tiny_run.results, workdir / "results" / "tiny_slurm") == []
+    print(
+        f"\ntiny workflow on SLURM: {sum(cluster_counts.values())} sbatch jobs, "
+        f"{sum(counts.values()) - sum(cluster_counts.values())} local jobs, {seconds:.0f} s "
+        f"(local run {tiny_run.seconds:.0f} s)"
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 from wsss_core.classifier import ClassifierConfigError, build_classifier, normalization
 from wsss_core.data.labels import read_label_table
 from wsss_core.data.voc import VOCClassification, eval_transform, train_transform
-from wsss_core.runtime import select_device, set_threads
+from wsss_core.runtime import seed_everything, select_device, set_threads
 from wsss_core.train_classifier import config_summary, train
 
 log = logging.getLogger("finetune_classifier")
@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> dict:
     set_threads(args.threads)
     device = select_device(args.device)
 
+    seed_everything(args.seed)  # the initial weights are drawn from the config's seed
     model = build_classifier(config)
     mean, std = normalization(config)
     size = int(config["img_size"])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from wsss_core.affinity_net import CLASSIFIER, AffinityConfigError, build_affinity_net
 from wsss_core.data.voc import VOCSegmentation, read_split, train_transform
-from wsss_core.runtime import select_device, set_threads
+from wsss_core.runtime import seed_everything, select_device, set_threads
 from wsss_core.train_affinity import effective_crop_size, split_config, train
 
 log = logging.getLogger("train_affinity")
@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         from wsss_core.classifier import load_classifier
 
         classifier, classifier_info = load_classifier(args.classifier, "cpu")
+    seed_everything(args.seed)  # the head's initial weights are drawn from the config's seed
     net, info = build_affinity_net(net_cfg, classifier, classifier_info)
     crop = effective_crop_size(tc, info)
     dataset = VOCSegmentation(

@@ -1,0 +1,78 @@
+"""README.md stays true: every config key of the schema is documented in its key table."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CODE_SPAN = re.compile(r"`([^`]+)`")
+
+
+def schema_keys(node: dict, prefix: str = "") -> set[str]:
+    """Dotted paths of every leaf key; ``<rule>`` stands for free-form (additional) keys."""
+    keys: set[str] = set()
+    for name, child in node.get("properties", {}).items():
+        path = f"{prefix}{name}"
+        child = resolve(child)
+        if "properties" in child or isinstance(child.get("additionalProperties"), dict):
+            keys |= schema_keys(child, path + ".")
+        else:
+            keys.add(path)
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        keys |= schema_keys(resolve(extra), f"{prefix}<rule>.")
+    return keys
+
+
+def resolve(node: dict) -> dict:
+    ref = node.get("$ref")
+    if ref is None:
+        return node
+    schema = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
+    for part in ref.removeprefix("#/").split("/"):
+        schema = schema[part]
+    return schema
+
+
+def expand(cell: str) -> set[str]:
+    """``a.{b, c}`` -> {a.b, a.c}; ``a.*`` stays a prefix pattern."""
+    match = re.fullmatch(r"(.*)\{([^}]*)\}", cell)
+    if match is None:
+        return {cell}
+    return {match.group(1) + name.strip() for name in match.group(2).split(",")}
+
+
+def documented_keys(readme: str) -> set[str]:
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    keys: set[str] = set()
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            first_cell = line.split("|")[1]
+            for span in CODE_SPAN.findall(first_cell):
+                keys |= expand(span)
+    return keys
+
+
+def is_documented(key: str, documented: set[str]) -> bool:
+    return key in documented or any(d.endswith(".*") and key.startswith(d[:-1]) for d in documented)
+
+
+def test_expand_braces() -> None:
+    assert expand("a.b.{c, d}") == {"a.b.c", "a.b.d"}
+    assert expand("run") == {"run"}
+    assert is_documented("x.crf.iterations", {"x.crf.*"})
+    assert not is_documented("x.crfs", {"x.crf.*"})
+
+
+def test_every_schema_key_is_in_the_readme_table() -> None:
+    schema = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
+    keys = schema_keys(schema)
+    assert {"run", "classifier.backbone", "resources.rules.<rule>.mem_mb"} <= keys
+    documented = documented_keys((REPO / "README.md").read_text())
+    missing = sorted(k for k in keys if not is_documented(k, documented))
+    assert not missing, f"config keys missing from README.md's table: {missing}"
+    unknown = sorted(d for d in documented if not d.endswith(".*") and d not in keys)
+    assert not unknown, f"README.md documents keys the schema does not have: {unknown}"
