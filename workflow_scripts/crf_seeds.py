@@ -15,8 +15,8 @@ import logging
 from pathlib import Path
 
 from tqdm import tqdm
-from wsss_core.cam_store import CamReader
 
+from wsss_core.cam_store import CamReader
 from wsss_core.crf import CRFParams
 from wsss_core.data.voc import load_image
 from wsss_core.palette import save_mask

@@ -13,9 +13,9 @@ import argparse
 import logging
 
 import pandas as pd
+
 from wsss_core.cam_store import CamReader
 from wsss_core.data.voc import read_class_names, read_split
-
 from wsss_core.evaluation import stage_tables
 from wsss_core.seeds import (
     DEFAULT_ALPHAS,
