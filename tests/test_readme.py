@@ -11,27 +11,28 @@ REPO = Path(__file__).resolve().parents[1]
 CODE_SPAN = re.compile(r"`([^`]+)`")
 
 
-def schema_keys(node: dict, prefix: str = "") -> set[str]:
-    """Dotted paths of every leaf key; ``<rule>`` stands for free-form (additional) keys."""
+def schema_keys(node: dict, schema: dict, prefix: str = "") -> set[str]:
+    """Dotted paths of every leaf key of ``node`` (``$ref`` resolved in ``schema``);
+    ``<rule>`` stands for free-form (additional) keys."""
     keys: set[str] = set()
     for name, child in node.get("properties", {}).items():
         path = f"{prefix}{name}"
-        child = resolve(child)
+        child = resolve(child, schema)
         if "properties" in child or isinstance(child.get("additionalProperties"), dict):
-            keys |= schema_keys(child, path + ".")
+            keys |= schema_keys(child, schema, path + ".")
         else:
             keys.add(path)
     extra = node.get("additionalProperties")
     if isinstance(extra, dict):
-        keys |= schema_keys(resolve(extra), f"{prefix}<rule>.")
+        keys |= schema_keys(resolve(extra, schema), schema, f"{prefix}<rule>.")
     return keys
 
 
-def resolve(node: dict) -> dict:
+def resolve(node: dict, schema: dict) -> dict:
+    """``node``, or the definition of ``schema`` that its ``$ref`` names."""
     ref = node.get("$ref")
     if ref is None:
         return node
-    schema = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
     for part in ref.removeprefix("#/").split("/"):
         schema = schema[part]
     return schema
@@ -69,7 +70,7 @@ def test_expand_braces() -> None:
 
 def test_every_schema_key_is_in_the_readme_table() -> None:
     schema = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
-    keys = schema_keys(schema)
+    keys = schema_keys(schema, schema)
     assert {"run", "classifier.backbone", "resources.rules.<rule>.mem_mb"} <= keys
     documented = documented_keys((REPO / "README.md").read_text())
     missing = sorted(k for k in keys if not is_documented(k, documented))

@@ -6,8 +6,8 @@ layer scale, qk-norm or fc-norm), so that the relevance code can walk its module
 norm2/mlp.fc1/mlp.fc2``, ``norm``, ``head``). Backbones are timm model names
 (``vit_base_patch16_224``, ``vit_small_patch16_224``, the R50 hybrid
 ``vit_base_r50_s16_384``...) or the demo hybrid ``hybrid_tiny``: a 3-stage conv stem of
-stride 8 (``wsss_core.stem``) wrapped by timm's ``HybridEmbed``, then 4 blocks
-192 wide with 3 heads.
+stride 8 (``wsss_core.stem``) wrapped by timm's ``HybridEmbed``, then 4 blocks 192 wide
+with 3 heads.
 
 Config keys read here (the ``classifier`` section): ``backbone``, ``num_classes``,
 ``img_size``, ``patch_size`` (plain ViTs only; hybrids ignore it), ``pretrained``
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 HYBRID_TINY = "hybrid_tiny"
 HYBRID_TINY_ARCH = {
     "stem_channels": (32, 64, 128),
-    "stem_extra_convs": (0, 0, 0),
     "embed_dim": 192,
     "depth": 4,
     "num_heads": 3,
@@ -150,9 +149,7 @@ def build_hybrid_tiny(
     num_classes: int, img_size: int, dynamic_img_size: bool = True, drop_path_rate: float = 0.0
 ) -> VisionTransformer:
     """The demo hybrid: ConvStem (stride 8) -> HybridEmbed (1x1) -> 4 ViT blocks 192 wide."""
-    stem = ConvStem(
-        HYBRID_TINY_ARCH["stem_channels"], extra_convs=HYBRID_TINY_ARCH["stem_extra_convs"]
-    )
+    stem = ConvStem(HYBRID_TINY_ARCH["stem_channels"])
     if img_size % stem.stride:
         raise ClassifierConfigError(
             f"classifier.img_size must be a multiple of {stem.stride} for {HYBRID_TINY}, "

@@ -36,27 +36,21 @@ class ConvBNReLU(nn.Sequential):
 class ConvStem(nn.Module):
     """Stacked stride-2 ConvBNReLU stages; output [B, channels[-1], H/2^n, W/2^n].
 
-    ``extra_convs`` stride-1 ConvBNReLU layers follow each downsampling conv (one count
-    for every stage, or one per stage), deepening a stage without changing its resolution.
+    ``extra_convs`` stride-1 ConvBNReLU layers follow each downsampling conv
+    (0 by default), deepening a stage without changing its resolution.
     """
 
     def __init__(
-        self,
-        channels: Sequence[int] = (32, 64, 128),
-        in_chans: int = 3,
-        extra_convs: int | Sequence[int] = 0,
+        self, channels: Sequence[int] = (32, 64, 128), in_chans: int = 3, extra_convs: int = 0
     ) -> None:
         super().__init__()
         if not channels:
             raise ValueError("ConvStem needs at least one stage")
-        extra = [extra_convs] * len(channels) if isinstance(extra_convs, int) else extra_convs
-        if len(extra) != len(channels) or min(extra) < 0:
-            raise ValueError(f"extra_convs must be >= 0 for each of {len(channels)} stages")
         stages = []
         previous = in_chans
-        for width, depth in zip(channels, extra, strict=True):
+        for width in channels:
             layers = [ConvBNReLU(previous, width, stride=2)]
-            layers += [ConvBNReLU(width, width, stride=1) for _ in range(depth)]
+            layers += [ConvBNReLU(width, width, stride=1) for _ in range(extra_convs)]
             stages.append(nn.Sequential(*layers))
             previous = width
         self.stages = nn.Sequential(*stages)

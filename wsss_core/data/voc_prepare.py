@@ -32,32 +32,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from wsss_core.atomic import atomic_directory, write_text
+from wsss_core.data.voc import VOC_CLASSES
 from wsss_core.palette import IGNORE_INDEX, save_mask
 
 log = logging.getLogger(__name__)
 
-VOC_CLASSES: tuple[str, ...] = (
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-)
 TRAIN_AUG = "train_aug"
 AUG_MASK_DIR = "SegmentationClassAug"
 VOC_MASK_DIR = "SegmentationClass"
