@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import h5py
 import numpy as np
 import pytest
+from workflow_utils import load_script
 
 from wsss_core.cam_store import CamReader, CamRecord, merge_stores, upsample_normalise, write_store
 
@@ -161,15 +159,6 @@ def test_reader_errors(tmp_path):
 # extract_cams / gather_cams CLIs on a tiny classifier and three images
 
 
-def _script(name: str):
-    """Import workflow_scripts/<name>.py by path (the folder is not a package)."""
-    path = Path(__file__).resolve().parents[1] / "workflow_scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_wsss_script_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _tiny_run(tmp_path):
     import pandas as pd
     import torch
@@ -193,7 +182,7 @@ def _tiny_run(tmp_path):
 
 
 def test_extract_and_gather_cli(tmp_path):
-    extract_cams, gather_cams = _script("extract_cams"), _script("gather_cams")
+    extract_cams, gather_cams = load_script("extract_cams"), load_script("gather_cams")
     root, sizes = _tiny_run(tmp_path)
     shards = []
     for shard in range(2):
@@ -248,7 +237,7 @@ def test_extract_and_gather_cli(tmp_path):
 def test_extract_cli_rejects_mismatched_classes(tmp_path):
     import pandas as pd
 
-    extract_cams = _script("extract_cams")
+    extract_cams = load_script("extract_cams")
     root, sizes = _tiny_run(tmp_path)
     pd.DataFrame({"image_id": list(sizes), "cow": [1, 1, 1], "dog": [0, 0, 0]}).to_csv(
         tmp_path / "other.csv", index=False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import os
 import tarfile
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from http_server import RangeServer
+from workflow_utils import load_script
 
 from wsss_core.data.download import (
     SBD_BENCHMARK,
@@ -288,15 +288,6 @@ def test_prefix_matching_nothing_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="no members under 'benchmark_RELEASE/dataset'"):
         safe_extract(archive, tmp_path / "out", strip_prefix="benchmark_RELEASE/dataset")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tgz"]
-
-
-def load_script(name: str):
-    """Import workflow_scripts/<name>.py by path (the folder is not a package)."""
-    path = Path(__file__).resolve().parents[1] / "workflow_scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"wsss_script_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_download_file_script(tmp_path):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from workflow_utils import load_script
 
 from wsss_core.data.synthetic import generate_dataset
 from wsss_core.data.voc import load_gt_mask, read_class_names, read_split
@@ -31,15 +31,6 @@ PRED = {
 }
 # (gt, pred) pairs with gt != 255 and pred != 255, counted by hand; rows gt, columns pred
 HAND_MATRIX = np.array([[2, 1, 0], [0, 2, 1], [1, 0, 2]])
-
-
-def load_script(name: str):
-    """Import workflow_scripts/<name>.py by path (the folder is not a package)."""
-    path = Path(__file__).resolve().parents[1] / "workflow_scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"workflow_script_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 compare_cams = load_script("compare_cams")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from workflow_utils import load_script
 
 import wsss_core.seeds as seeds_module
 from wsss_core.cam_store import CamReader, CamRecord, write_store
@@ -28,16 +28,6 @@ from wsss_core.seeds import (
     sweep_thresholds,
     threshold_labels,
 )
-
-
-def load_script(name: str):
-    """Import workflow_scripts/<name>.py by path (the folder is not a package)."""
-    path = Path(__file__).resolve().parents[1] / "workflow_scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"workflow_script_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 # two classes (indices 3 and 7) on a 2 x 3 image
 MAPS = np.array(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import tarfile
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.io
 from PIL import Image
+from workflow_utils import load_script
 
 from wsss_core.data.voc_prepare import (
     VOC_CLASSES,
@@ -187,15 +187,6 @@ def test_foreign_classes_file_is_refused(tmp_path):
     (voc / "classes.txt").write_text("cat\ndog\n")
     with pytest.raises(ValueError, match=r"classes\.txt lists \['cat', 'dog'\]"):
         prepare_voc(voc, progress=False)
-
-
-def load_script(name: str):
-    """Import workflow_scripts/<name>.py by path (the folder is not a package)."""
-    path = Path(__file__).resolve().parents[1] / "workflow_scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"wsss_script_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_prepare_voc_script_from_archives(tmp_path):

@@ -17,6 +17,7 @@ workflow scripts import the repository's wsss_core either way.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import h5py
@@ -173,6 +175,7 @@ def expected_job_counts(config: Mapping[str, Any]) -> dict[str, int]:
             "figure_samples": 1,
             "figure_curves": 1,
             "figure_runtimes": 1,
+            "walk_ceiling": pseudo if rw["ceiling_every"] > 0 else 0,
             "all": 1,
         }
     )
@@ -338,3 +341,12 @@ def result_differences(a: Path, b: Path, skip: Iterable[str] = RUN_SPECIFIC) -> 
         if not same:
             diffs.append(f"differs: {rel}")
     return diffs
+
+
+def load_script(name: str) -> ModuleType:
+    """Import workflow_scripts/<name>.py by path (the folder is not a package)."""
+    path = REPO / "workflow_scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"wsss_script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -10,31 +10,19 @@ background from the high-alpha one, 255 elsewhere. Writes ``<out-dir>/<id>.png``
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 from tqdm import tqdm
 
 from wsss_core.cam_store import CamReader
-from wsss_core.crf import CRFParams
+from wsss_core.crf import parse_crf_json
 from wsss_core.data.voc import load_image
 from wsss_core.palette import save_mask
 from wsss_core.seeds import crf_seeds
 from wsss_core.shards import shard_ids
 
 log = logging.getLogger("crf_seeds")
-
-
-def parse_crf_json(text: str) -> CRFParams:
-    """CRF parameters from a JSON object (the config's crf mapping)."""
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--crf-json is not valid JSON ({err}): {text!r}") from err
-    if not isinstance(values, dict):
-        raise ValueError(f"--crf-json must be a JSON object, got {text!r}")
-    return CRFParams.from_dict(values)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
-    params = parse_crf_json(args.crf_json)
+    params = parse_crf_json(args.crf_json, "affinity.crf")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with CamReader(args.store) as reader:

@@ -11,11 +11,11 @@ label tables.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 from wsss_core.classifier import ClassifierConfigError, build_classifier, normalization
+from wsss_core.cli import parse_json_object
 from wsss_core.data.labels import read_label_table
 from wsss_core.data.voc import VOCClassification, eval_transform, train_transform
 from wsss_core.runtime import seed_everything, select_device, set_threads
@@ -39,18 +39,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _config(text: str) -> dict:
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ClassifierConfigError(
-            f"--config-json is not valid JSON ({err}); check the config section 'classifier'"
-        ) from err
-    if not isinstance(config, dict):
-        raise ClassifierConfigError("--config-json must be a JSON object (config key classifier)")
-    return config
-
-
 def _class_names(train_labels: str, val_labels: str) -> list[str]:
     _, names, _ = read_label_table(train_labels)
     _, val_names, _ = read_label_table(val_labels)
@@ -70,7 +58,9 @@ def _scale_range(config: dict) -> tuple[float, float]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    config = _config(args.config_json)
+    config = parse_json_object(
+        args.config_json, "--config-json", "classifier", ClassifierConfigError
+    )
     names = _class_names(args.train_labels, args.val_labels)
     if config.get("num_classes") not in (None, len(names)):
         raise ClassifierConfigError(

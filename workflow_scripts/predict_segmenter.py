@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 
 from tqdm import tqdm
 
 from wsss_core.atomic import atomic_directory
-from wsss_core.crf import CRFParams
+from wsss_core.cli import JSONArgumentError
+from wsss_core.crf import parse_crf_json
 from wsss_core.data.voc import read_split
 from wsss_core.predict import predict_dataset
 from wsss_core.runtime import select_device, set_threads
@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     crf_params = None
     if args.crf_out_dir is not None:
         try:
-            crf_params = CRFParams.from_dict(json.loads(args.crf_json or "{}"))
-        except json.JSONDecodeError as err:
-            parser.error(f"--crf-json is not valid JSON ({err}): check segmenter.inference.crf")
+            crf_params = parse_crf_json(args.crf_json or "{}", "segmenter.inference.crf")
+        except JSONArgumentError as err:
+            parser.error(str(err))
     elif args.crf_json is not None:
         parser.error("--crf-json needs --crf-out-dir (where the CRF masks go)")
 

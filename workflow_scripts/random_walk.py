@@ -12,7 +12,6 @@ background and the image's classes -> ``<out-dir>/<id>.png``. With ``--crf-json`
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from tqdm import tqdm
 from wsss_core.affinity import scores_to_mask, walk_maps
 from wsss_core.affinity_net import image_features, load_affinity_net
 from wsss_core.cam_store import CamReader
-from wsss_core.crf import CRFParams, dense_crf
+from wsss_core.crf import CRFParams, dense_crf, parse_crf_json
 from wsss_core.data.voc import load_image
 from wsss_core.palette import save_mask
 from wsss_core.runtime import select_device, set_threads
@@ -56,16 +55,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def parse_crf_json(text: str) -> CRFParams:
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--crf-json is not valid JSON ({err}): {text!r}") from err
-    if not isinstance(values, dict):
-        raise ValueError(f"--crf-json must be a JSON object, got {text!r}")
-    return CRFParams.from_dict(values)
-
-
 def crf_mask(image: np.ndarray, scores: torch.Tensor, classes: list[int], params: CRFParams):
     """Dense CRF on the walked scores normalised to per-pixel probabilities -> label mask."""
     probs = scores.double().clamp(min=0)
@@ -77,7 +66,9 @@ def crf_mask(image: np.ndarray, scores: torch.Tensor, classes: list[int], params
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     device = select_device(args.device)
-    params = parse_crf_json(args.crf_json) if args.crf_json is not None else None
+    params = None
+    if args.crf_json is not None:
+        params = parse_crf_json(args.crf_json, "random_walk.crf")
     net, info = load_affinity_net(args.affinity, device)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 from wsss_core.affinity_net import CLASSIFIER, AffinityConfigError, build_affinity_net
+from wsss_core.cli import parse_json_object
 from wsss_core.data.voc import VOCSegmentation, read_split, train_transform
 from wsss_core.runtime import seed_everything, select_device, set_threads
 from wsss_core.train_affinity import effective_crop_size, split_config, train
@@ -37,18 +38,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _config(text: str) -> dict:
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise AffinityConfigError(
-            f"--config-json is not valid JSON ({err}); check the config section affinity.net"
-        ) from err
-    if not isinstance(config, dict):
-        raise AffinityConfigError("--config-json must be a JSON object (config key affinity.net)")
-    return config
-
-
 def _check_seeds(seeds: Path, ids: list[str]) -> None:
     if not seeds.is_dir():
         raise FileNotFoundError(f"seed folder {seeds} does not exist; run rule crf_seeds")
@@ -61,7 +50,9 @@ def _check_seeds(seeds: Path, ids: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    config = _config(args.config_json)
+    config = parse_json_object(
+        args.config_json, "--config-json", "affinity.net", AffinityConfigError
+    )
     net_cfg, tc = split_config(config)
     set_threads(args.threads)
     device = select_device(args.device)

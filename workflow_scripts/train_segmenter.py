@@ -9,9 +9,9 @@ writes ``<out-dir>/segmenter.pt``, ``<out-dir>/history.csv`` and, after every ep
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 
+from wsss_core.cli import JSONArgumentError, parse_json_object
 from wsss_core.runtime import select_device, set_threads
 from wsss_core.train_segmenter import train_segmenter
 
@@ -32,11 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     try:
-        config = json.loads(args.config_json)
-    except json.JSONDecodeError as err:
-        parser.error(f"--config-json is not valid JSON ({err}): check config key segmenter.net")
-    if not isinstance(config, dict):
-        parser.error("--config-json must be a JSON object (config key segmenter.net)")
+        config = parse_json_object(args.config_json, "--config-json", "segmenter.net")
+    except JSONArgumentError as err:
+        parser.error(str(err))
     set_threads(args.threads)
     device = select_device(args.device)
     log.info("training the segmenter on %s (%s split) on %s", args.masks, args.split, device)

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pydensecrf.densecrf as dcrf
 
+from wsss_core.cli import parse_json_object
+
 
 @dataclass(frozen=True)
 class CRFParams:
@@ -60,6 +62,15 @@ class CRFParams:
 
     def to_dict(self) -> dict[str, float | int]:
         return dataclasses.asdict(self)
+
+
+def parse_crf_json(text: str, section: str, option: str = "--crf-json") -> CRFParams:
+    """CRF parameters from a JSON object given on the command line as ``option``.
+
+    Invalid JSON or a non-object raises JSONArgumentError (a ValueError) naming ``option`` and
+    the config ``section``; unknown or invalid parameters raise ValueError (see from_dict).
+    """
+    return CRFParams.from_dict(parse_json_object(text, option, section))
 
 
 def dense_crf(
