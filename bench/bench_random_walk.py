@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             speed = res["dense"]["time_s"] / res["sparse"]["time_s"]
             mem = res["dense"]["peak_mib"] / max(res["sparse"]["peak_mib"], 1e-3)
             print(
-                f"  {dtype:8s} sparse is {speed:.1f}x faster, uses {mem:.1f}x less peak memory; "
-                f"max relative difference {rel:.2e}"
+                f"  {dtype:8s} dense / sparse: time {speed:.1f}x, peak memory {mem:.1f}x "
+                f"(above 1: sparse is faster / smaller); max relative difference {rel:.2e}"
             )
     return 0
 

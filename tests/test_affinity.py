@@ -145,6 +145,24 @@ def test_pair_affinities_match_dense_and_lie_in_unit_interval():
     assert torch.equal(same[inside], torch.ones(int(inside.sum())))
 
 
+def test_pair_affinities_with_and_without_autograd_agree_and_differentiate():
+    torch.manual_seed(1)
+    feats = torch.randn(3, 4, 5, dtype=torch.float64)
+    with torch.no_grad():
+        buffered = pair_affinities(feats, radius=3)
+    leaf = feats.clone().requires_grad_(True)
+    aff = pair_affinities(leaf, radius=3)
+    assert torch.equal(aff.detach(), buffered)
+    # d a / d f_i = -a * sign(f_i - f_j) / D for the pair (i, j) = ((0, 0), (0, 1))
+    k = neighbour_offsets(3).index((0, 1))
+    aff[k, 0, 0].backward()
+    sign = torch.sign(feats[:, 0, 0] - feats[:, 0, 1])
+    expected = -buffered[k, 0, 0] * sign / 3
+    assert torch.allclose(leaf.grad[:, 0, 0], expected)
+    assert torch.allclose(leaf.grad[:, 0, 1], -expected)
+    assert leaf.grad.abs().sum() == pytest.approx(2 * expected.abs().sum().item())
+
+
 def test_downsample_labels_majority():
     labels = torch.tensor(
         [

@@ -138,21 +138,21 @@ def _offset_affinities(
 ) -> torch.Tensor:
     """exp(-mean_d |f(y, x) - f(y + dy, x + dx)|) as [..., K, h, w]; 0 off the grid.
 
-    One offset at a time, so that no [K, D, h, w] copy of the features is ever made.
+    One offset at a time, so that no [K, D, h, w] copy of the features is ever made. Without
+    autograd every offset reuses one [..., D, h, w] buffer: a fresh difference per offset
+    made the allocator's peak memory jump between 30 and 700 MiB from run to run.
     """
     h, w = features.shape[-2:]
     pad = radius - 1
     padded = F.pad(features, (pad, pad, pad, pad))
-    planes = [
-        torch.exp(
-            -(features - padded[..., pad + dy : pad + dy + h, pad + dx : pad + dx + w])
-            .abs()
-            .mean(dim=-3)
-        )
-        for dy, dx in offsets
-    ]
+    shifted = (padded[..., pad + dy : pad + dy + h, pad + dx : pad + dx + w] for dy, dx in offsets)
+    if features.requires_grad and torch.is_grad_enabled():
+        distances = [(features - view).abs().mean(dim=-3) for view in shifted]
+    else:
+        buffer = torch.empty_like(features)
+        distances = [torch.sub(features, view, out=buffer).abs_().mean(dim=-3) for view in shifted]
+    aff = torch.exp(-torch.stack(distances, dim=-3))
     inside = offsets_inside(h, w, offsets, features.device)
-    aff = torch.stack(planes, dim=-3)
     return torch.where(inside, aff, torch.zeros((), dtype=aff.dtype, device=aff.device))
 
 
@@ -182,6 +182,33 @@ def affinity_loss(aff: torch.Tensor, labels: PairLabels, eps: float = 1e-5) -> A
     neg = group_mean(neg_nll, labels.neg)
     counts = (int(labels.bg_pos.sum()), int(labels.fg_pos.sum()), int(labels.neg.sum()))
     return AffinityLoss(total=bg / 2 + fg / 2 + neg, bg_pos=bg, fg_pos=fg, neg=neg, counts=counts)
+
+
+# Mean |f_i - f_j| between two cells of different labels in ``label_features``: exp(-200)
+# underflows to 0 in float32 and is about 1e-87 in float64.
+LABEL_FEATURE_GAP = 200.0
+
+
+def label_features(
+    labels: torch.Tensor, size: tuple[int, int], ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    """Features [L, h, w] that give the ground-truth affinities of a label map [H, W].
+
+    The labels are pooled to the grid ``size`` by majority vote (``downsample_labels``) and
+    one-hot encoded over the L labels present, scaled so that a_ij = exp(-mean_d |f_i - f_j|)
+    is 1 for two cells of the same label and exp(-LABEL_FEATURE_GAP) (0 in float32) for
+    different labels. Unsure cells (``ignore_index``) form a label of their own, so a walk on
+    these features never crosses an object's border band. Used to bound what the random walk
+    can reach from given maps.
+    """
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be [H, W], got shape {tuple(labels.shape)}")
+    grid = downsample_labels(labels.unsqueeze(0), size, ignore_index)[0]
+    _, index = torch.unique(grid, return_inverse=True)
+    depth = int(index.max()) + 1
+    onehot = F.one_hot(index, depth).permute(2, 0, 1).float()
+    # two one-hot rows differ by the scale in two of the ``depth`` channels
+    return onehot * (LABEL_FEATURE_GAP * depth / 2)
 
 
 def add_background(maps: torch.Tensor, alpha: float) -> torch.Tensor:
