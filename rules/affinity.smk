@@ -174,6 +174,46 @@ rule eval_pseudo:
         "--out-md {output.md} > {log} 2>&1"
 
 
+rule walk_ceiling:
+    input:
+        store=f"{RES}/cams/{{method}}.h5",
+        affinity=f"{RES}/affinity/{{method}}/affinity.pt",
+        data=DATA_TOKEN,
+    output:
+        csv=report(
+            f"{TABLES}/walk_ceiling_{{method}}.csv",
+            caption="../report/walk_ceiling.rst",
+            category="3. Random walk",
+        ),
+        md=f"{TABLES}/walk_ceiling_{{method}}.md",
+    params:
+        split=TRAIN_SPLIT,
+        walk=settings(
+            every=RW_CFG["ceiling_every"],
+            alpha=RW_CFG["alpha"],
+            beta=RW_CFG["beta"],
+            logt=RW_CFG["logt"],
+            radius=RW_CFG["radius"],
+            device=config["device"],
+        ),
+    log:
+        log_path("walk_ceiling", "{method}"),
+    benchmark:
+        bench_path("walk_ceiling", "{method}")
+    conda:
+        CONDA_ENV
+    threads: RESOURCES["threads"]
+    resources:
+        **gpu_resources("walk_ceiling"),
+    shell:
+        "{PY} workflow_scripts/walk_ceiling.py --store {input.store} "
+        "--affinity {input.affinity} --data-root {DATA_ROOT} --split {params.split} "
+        "--every {params.walk[every]} --alpha {params.walk[alpha]} --beta {params.walk[beta]} "
+        "--logt {params.walk[logt]} --radius {params.walk[radius]} "
+        "--device {params.walk[device]} --threads {threads} "
+        "--out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+
 # Cheap rules run by Snakemake itself, not submitted to a cluster (see rules/data.smk).
 localrules:
     gather_seeds,

@@ -159,4 +159,11 @@ def final_targets() -> list[str]:
         f"{RES}/figures/training_curves.png",
         f"{RES}/figures/runtimes.png",
     ]
-    return targets
+    return targets + ceiling_tables()
+
+
+def ceiling_tables() -> list[str]:
+    """The walk_ceiling tables, one per pseudo-mask method (none with ceiling_every 0)."""
+    if config["random_walk"]["ceiling_every"] == 0:
+        return []
+    return expand(f"{TABLES}/walk_ceiling_{{method}}.csv", method=PSEUDO_METHODS)

@@ -61,7 +61,7 @@ rule figure_samples:
         report(
             f"{RES}/figures/samples.png",
             caption="../report/samples.rst",
-            category="3. Figures",
+            category="4. Figures",
         ),
     params:
         samples=settings(
@@ -95,7 +95,7 @@ rule figure_curves:
         report(
             f"{RES}/figures/training_curves.png",
             caption="../report/training_curves.rst",
-            category="3. Figures",
+            category="4. Figures",
         ),
     log:
         log_path("figure_curves"),
@@ -115,16 +115,17 @@ rule figure_runtimes:
         f"{TABLES}/summary.csv",
         f"{RES}/figures/samples.png",
         f"{RES}/figures/training_curves.png",
+        ceiling_tables(),
     output:
         png=report(
             f"{RES}/figures/runtimes.png",
             caption="../report/runtimes.rst",
-            category="3. Figures",
+            category="4. Figures",
         ),
         csv=report(
             f"{TABLES}/runtimes.csv",
             caption="../report/runtimes.rst",
-            category="3. Figures",
+            category="4. Figures",
         ),
         md=f"{TABLES}/runtimes.md",
     params:

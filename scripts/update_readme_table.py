@@ -13,6 +13,7 @@ from pathlib import Path
 BLOCKS = {
     "demo-summary": "summary.md",
     "demo-cams": "cams_comparison.md",
+    "demo-walk-ceiling": "walk_ceiling_transformer_attribution.md",
 }
 
 

@@ -66,6 +66,7 @@ GPU_RULES = {
     "extract_cams",
     "train_affinity",
     "random_walk",
+    "walk_ceiling",
     "train_segmenter",
     "predict_segmenter",
 }

@@ -63,17 +63,17 @@ EXPECTED_RULE_GRAPH = {
     "make_synthetic": {
         "make_labels", "finetune_classifier", "extract_cams", "eval_cams", "crf_seeds",
         "train_affinity", "random_walk", "eval_pseudo", "train_segmenter", "predict_segmenter",
-        "eval_segmenter", "figure_samples",
+        "eval_segmenter", "figure_samples", "walk_ceiling",
     },
     "make_labels": {"finetune_classifier", "extract_cams"},
     "finetune_classifier": {"extract_cams", "train_affinity", "figure_curves", "all"},
     "extract_cams": {"gather_cams"},
-    "gather_cams": {"eval_cams", "crf_seeds", "random_walk", "figure_samples"},
+    "gather_cams": {"eval_cams", "crf_seeds", "random_walk", "figure_samples", "walk_ceiling"},
     "eval_cams": {"compare_cams", "summary"},
     "compare_cams": {"all"},
     "crf_seeds": {"gather_seeds"},
     "gather_seeds": {"train_affinity", "eval_pseudo", "figure_samples"},
-    "train_affinity": {"random_walk", "figure_curves"},
+    "train_affinity": {"random_walk", "figure_curves", "walk_ceiling"},
     "random_walk": {"gather_pseudo"},
     "gather_pseudo": {"eval_pseudo", "train_segmenter", "figure_samples"},
     "eval_pseudo": {"summary"},
@@ -84,6 +84,7 @@ EXPECTED_RULE_GRAPH = {
     "figure_samples": {"figure_runtimes", "all"},
     "figure_curves": {"figure_runtimes", "all"},
     "figure_runtimes": {"all"},
+    "walk_ceiling": {"figure_runtimes", "all"},
     "all": set(),
 }  # fmt: skip
 
@@ -408,6 +409,8 @@ def test_tiny_run_writes_every_stage(tiny_run: WorkflowRun):
         "tables/summary_per_class.csv",
         "tables/summary_per_class.md",
         "tables/runtimes.csv",
+        *(f"tables/walk_ceiling_{m}{s}" for m in cfg["affinity"]["methods"]
+          for s in (".csv", ".md")),
         "figures/samples.png",
         "figures/training_curves.png",
         "figures/runtimes.png",
@@ -712,8 +715,9 @@ PARAM_CHANGES = [
     ("affinity.crf.iterations", 5, {"crf_seeds"}),
     ("affinity.net.epochs", 2, {"train_affinity"}),
     # beta 8 -> 4 with alpha 8 and logt 4: the set of param values {4, 8} stays the same
-    ("random_walk.beta", 4, {"random_walk"}),
+    ("random_walk.beta", 4, {"random_walk", "walk_ceiling"}),
     ("random_walk.crf.iterations", 5, {"random_walk"}),
+    ("random_walk.ceiling_every", 2, {"walk_ceiling"}),
     ("segmenter.net.epochs", 2, {"train_segmenter"}),
     ("segmenter.inference.flip", False, {"predict_segmenter"}),
     ("report.num_val_samples", 3, {"figure_samples"}),
@@ -795,6 +799,7 @@ def test_random_walk_change_leaves_upstream_alone(tiny_run: WorkflowRun, tiny_gr
         "figure_samples": 1,
         "figure_curves": 1,
         "figure_runtimes": 1,
+        "walk_ceiling": pseudo,
         "all": 1,
     }
     upstream = {"make_synthetic", "finetune_classifier", "extract_cams", "crf_seeds",
