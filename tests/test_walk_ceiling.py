@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from workflow_utils import load_script
 
 from wsss_core.affinity import (
     label_features,
@@ -25,8 +22,6 @@ from wsss_core.metrics import ConfusionMatrix
 from wsss_core.palette import IGNORE_INDEX
 from wsss_core.seeds import alpha_labels
 from wsss_core.walk_ceiling import STAGES, WalkParams, ceiling_masks, ceiling_table
-
-REPO = Path(__file__).resolve().parents[1]
 
 # Three regions and a border band of unsure cells (255).
 GRID = torch.tensor(
@@ -111,12 +106,10 @@ def test_ceiling_table_values():
 def test_walk_ceiling_script_rejects_a_non_positive_every(capsys):
     argv = ["--store", "s.h5", "--affinity", "a.pt", "--data-root", "d", "--split", "train"]
     argv += ["--alpha", "4", "--out-csv", "t.csv", "--out-md", "t.md", "--every", "0"]
-    done = subprocess.run(
-        [sys.executable, str(REPO / "workflow_scripts/walk_ceiling.py"), *argv],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 2
-    assert "--every must be a positive integer, got 0" in done.stderr
+    with pytest.raises(SystemExit) as info:
+        load_script("walk_ceiling").parse_args(argv)
+    assert info.value.code == 2
+    assert "--every must be a positive integer, got 0" in capsys.readouterr().err
 
 
 @pytest.mark.slow

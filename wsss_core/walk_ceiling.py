@@ -3,8 +3,8 @@ against the same walk with ground-truth affinities.
 
 For each image, three label maps are scored against the ground truth:
 
-- ``relevance map``: the argmax of [(1 - max_c map_c)^alpha, maps...] at image size, the maps
-  the walk starts from;
+- ``relevance map``: the argmax of [(1 - max_c map_c)^alpha, maps...] at image size
+  (``seeds.alpha_labels``), the maps the walk starts from;
 - ``random walk``: ``walk_maps`` with the AffinityNet's features (what rule random_walk
   writes, without the CRF);
 - ``random walk, ground-truth affinity``: ``walk_maps`` with ``label_features`` of the ground
@@ -28,12 +28,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from wsss_core.affinity import add_background, label_features, scores_to_mask, walk_maps
+from wsss_core.affinity import label_features, scores_to_mask, walk_maps
 from wsss_core.affinity_net import AffinityNet, image_features
 from wsss_core.cam_store import CamReader
 from wsss_core.data.voc import load_gt_mask, load_image
 from wsss_core.evaluation import full_class_names
 from wsss_core.metrics import ConfusionMatrix
+from wsss_core.seeds import alpha_labels
 
 STAGES = ("relevance map", "random walk", "random walk, ground-truth affinity")
 
@@ -67,10 +68,10 @@ def ceiling_masks(
     params = {"radius": walk.radius, "beta": walk.beta, "logt": walk.logt}
     truth = label_features(torch.from_numpy(gt), tuple(features.shape[1:])).to(features)
     with torch.no_grad():
-        relevance = scores_to_mask(add_background(maps_t.float(), walk.alpha), classes)
         walked = scores_to_mask(walk_maps(maps_t, features, walk.alpha, **params), classes)
         ceiling = scores_to_mask(walk_maps(maps_t, truth, walk.alpha, **params), classes)
-    return dict(zip(STAGES, (m.cpu().numpy() for m in (relevance, walked, ceiling)), strict=True))
+    relevance = alpha_labels(maps, classes, walk.alpha)
+    return dict(zip(STAGES, (relevance, walked.cpu().numpy(), ceiling.cpu().numpy()), strict=True))
 
 
 def walk_ceiling(
