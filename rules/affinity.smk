@@ -31,7 +31,7 @@ rule crf_seeds:
         "{PY} workflow_scripts/crf_seeds.py --store {input.store} --data-root {DATA_ROOT} "
         "--ids-shard {params.shard} --num-shards {params.num_shards} "
         "--alpha-low {params.seeds[alpha_low]} --alpha-high {params.seeds[alpha_high]} "
-        "--crf-json {params.seeds[crf]} --out-dir {output} > {log} 2>&1"
+        "--crf-json {params.seeds[crf]} --out-dir {output} " + TO_LOG
 
 
 rule gather_seeds:
@@ -47,7 +47,7 @@ rule gather_seeds:
     resources:
         **gpu_resources("gather_seeds"),
     shell:
-        "{PY} workflow_scripts/gather_masks.py --shards {input} --out {output} > {log} 2>&1"
+        "{PY} workflow_scripts/gather_masks.py --shards {input} --out {output} " + TO_LOG
 
 
 rule train_affinity:
@@ -77,7 +77,7 @@ rule train_affinity:
         "{PY} workflow_scripts/train_affinity.py --classifier {input.model} "
         "--seeds {input.seeds} --data-root {DATA_ROOT} --split {params.split} "
         "--config-json {params.cfg} --seed {params.seed} --threads {threads} "
-        "--device {params.device} --out-dir {params.out_dir} > {log} 2>&1"
+        "--device {params.device} --out-dir {params.out_dir} " + TO_LOG
 
 
 rule random_walk:
@@ -115,7 +115,7 @@ rule random_walk:
         "--alpha {params.walk[alpha]} --beta {params.walk[beta]} --logt {params.walk[logt]} "
         "--radius {params.walk[radius]} --device {params.walk[device]} --threads {threads} "
         "--out-dir {output.rw} --crf-json {params.walk[crf]} --crf-out-dir {output.crf} "
-        "> {log} 2>&1"
+        + TO_LOG
 
 
 rule gather_pseudo:
@@ -133,7 +133,7 @@ rule gather_pseudo:
     resources:
         **gpu_resources("gather_pseudo"),
     shell:
-        "{PY} workflow_scripts/gather_masks.py --shards {input} --out {output} > {log} 2>&1"
+        "{PY} workflow_scripts/gather_masks.py --shards {input} --out {output} " + TO_LOG
 
 
 PSEUDO_STAGES = {"seeds": "seeds", "rw": "random walk", "rw_crf": "random walk + CRF"}
@@ -171,7 +171,7 @@ rule eval_pseudo:
         "{PY} workflow_scripts/eval_masks.py --pred-dir {input.masks} --data-root {DATA_ROOT} "
         "--split {params.split} --stage {params.stage:q} --method {wildcards.method} "
         "--out-summary {output.summary} --out-per-class {output.per_class} "
-        "--out-md {output.md} > {log} 2>&1"
+        "--out-md {output.md} " + TO_LOG
 
 
 rule walk_ceiling:
@@ -211,7 +211,7 @@ rule walk_ceiling:
         "--every {params.walk[every]} --alpha {params.walk[alpha]} --beta {params.walk[beta]} "
         "--logt {params.walk[logt]} --radius {params.walk[radius]} "
         "--device {params.walk[device]} --threads {threads} "
-        "--out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        "--out-csv {output.csv} --out-md {output.md} " + TO_LOG
 
 
 # Cheap rules run by Snakemake itself, not submitted to a cluster (see rules/data.smk).

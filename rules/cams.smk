@@ -35,7 +35,7 @@ rule extract_cams:
         "--shard {params.shard} --num-shards {params.num_shards} --scales {params.cams[scales]} "
         "{params.cams[flip]} --start-layer {params.cams[start_layer]} "
         "--device {params.cams[device]} "
-        "--threads {threads} --out {output} > {log} 2>&1"
+        "--threads {threads} --out {output} " + TO_LOG
 
 
 rule gather_cams:
@@ -53,7 +53,7 @@ rule gather_cams:
     resources:
         **gpu_resources("gather_cams"),
     shell:
-        "{PY} workflow_scripts/gather_cams.py --shards {input} --out {output} > {log} 2>&1"
+        "{PY} workflow_scripts/gather_cams.py --shards {input} --out {output} " + TO_LOG
 
 
 rule eval_cams:
@@ -82,7 +82,7 @@ rule eval_cams:
         "{PY} workflow_scripts/eval_cams.py --store {input.store} --data-root {DATA_ROOT} "
         "--split {params.split} --mode {params.mode} --values {params.values} "
         "--out-csv {output.csv} --out-md {output.md} --out-sweep {output.sweep} "
-        "--out-summary {output.summary} > {log} 2>&1"
+        "--out-summary {output.summary} " + TO_LOG
 
 
 rule compare_cams:
@@ -108,7 +108,7 @@ rule compare_cams:
     shell:
         "{PY} workflow_scripts/compare_cams.py --summaries {input.summaries} "
         "--per-class {input.per_class} "
-        "--out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        "--out-csv {output.csv} --out-md {output.md} " + TO_LOG
 
 
 # Cheap rules run by Snakemake itself, not submitted to a cluster (see rules/data.smk).

@@ -33,4 +33,4 @@ rule finetune_classifier:
         "{PY} workflow_scripts/finetune_classifier.py --data-root {DATA_ROOT} "
         "--train-labels {input.train_labels} --val-labels {input.val_labels} "
         "--config-json {params.cfg} --seed {params.seed} --threads {threads} "
-        "--device {params.device} --out-dir {params.out_dir} > {log} 2>&1"
+        "--device {params.device} --out-dir {params.out_dir} " + TO_LOG

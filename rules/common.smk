@@ -27,18 +27,18 @@ CAM_METHODS = config["cams"]["methods"]
 PSEUDO_METHODS = config["affinity"]["methods"]
 SEG_METHOD = config["segmenter"]["pseudo_method"]
 RESOURCES = config["resources"]
+# Appended to every rule's shell command: the script writes its log; when it fails, the log's
+# last line (the script's one-line error) is printed beside Snakemake's failure summary.
+TO_LOG = "> {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}"
 
-# DATA_ROOT is the dataset folder the scripts read; DATA_TOKEN is the file or folder that
-# rules depend on, produced by make_synthetic or prepare_voc (or already there when prepared).
+# DATA_ROOT is the dataset folder the scripts read; DATA_TOKEN is what rules depend on: the
+# whole folder, made by make_synthetic or prepare_voc (or already there when prepared).
 if DATA_CFG["source"] == "synthetic":
     DATA_ROOT = f"{RES}/data/synthetic"
-    DATA_TOKEN = DATA_ROOT
-elif DATA_CFG["voc2012"]["prepared"]:
-    DATA_ROOT = DATA_CFG["voc2012"]["root"]
-    DATA_TOKEN = DATA_ROOT
 else:
     DATA_ROOT = DATA_CFG["voc2012"]["root"]
-    DATA_TOKEN = f"{DATA_ROOT}/ImageSets/Segmentation/train_aug.txt"
+DATA_TOKEN = DATA_ROOT
+if DATA_CFG["source"] == "voc2012" and not DATA_CFG["voc2012"]["prepared"]:
     if Path(DATA_ROOT).name != "VOC2012":
         raise ValueError(
             f"config key data.voc2012.root: '{DATA_ROOT}' must end in VOC2012 (the archive "
@@ -87,6 +87,92 @@ def check_config_paths() -> None:
 
 
 check_config_paths()
+
+
+def check_patch_sizes() -> None:
+    """A plain ViT classifier cuts its input into patches: classifier.img_size, and
+    affinity.net.crop_size when the AffinityNet runs on the classifier, must be multiples of
+    the patch size (classifier.patch_size, else the timm model's). Hybrids pass: their CNN
+    stem makes the tokens (hybrid_tiny's stride is checked when it is built)."""
+    if config["classifier"]["backbone"] == "hybrid_tiny":
+        return  # nothing to check: spare the start-up the import of torch
+    if workflow.basedir not in sys.path:
+        sys.path.append(workflow.basedir)
+    try:
+        from wsss_core.classifier import ClassifierConfigError, check_patch_multiple
+    except ImportError:
+        return  # Snakemake's own environment has no torch (--use-conda): the rules check
+    cls = config["classifier"]
+    sizes = [("classifier.img_size", cls["img_size"])]
+    net = config["affinity"]["net"]
+    if net.get("backbone", "classifier") == "classifier" and net.get("crop_size") is not None:
+        sizes.append(("affinity.net.crop_size", net["crop_size"]))
+    try:
+        for key, size in sizes:
+            check_patch_multiple(cls, size, key)
+    except ClassifierConfigError as err:
+        raise ValueError(str(err)) from None
+
+
+def check_prepared_tree() -> None:
+    """data.voc2012.prepared: true promises a tree the workflow only reads: its images, the
+    masks of both splits (SegmentationClassAug for train_aug, see wsss_core.data.voc_prepare),
+    and classes.txt where the tree cannot stand for VOC's 20 classes."""
+    voc = DATA_CFG["voc2012"]
+    if DATA_CFG["source"] != "voc2012" or not voc["prepared"]:
+        return
+    root = Path(voc["root"])
+    fix = (
+        f"complete the prepared tree data.voc2012.root '{voc['root']}', point root at a "
+        "complete one, or set data.voc2012.prepared: false to download and prepare it"
+    )
+    if not (root / "JPEGImages").is_dir():
+        raise ValueError(f"config key data.voc2012.root: {root / 'JPEGImages'} is missing; {fix}")
+    for key in ("train_split", "eval_split"):
+        split = DATA_CFG[key]
+        folders = ["SegmentationClassAug"] if split == "train_aug" else [
+            "SegmentationClass", "SegmentationClassAug"
+        ]
+        if not any((root / name).is_dir() for name in folders):
+            raise ValueError(
+                f"config key data.{key}: split '{split}' needs its masks in "
+                f"{' or '.join(str(root / name) for name in folders)}, which is missing; {fix}"
+            )
+    if DATA_CFG["label_source"] == "xml" and not (root / "Annotations").is_dir():
+        raise ValueError(
+            f"config key data.label_source: 'xml' reads {root / 'Annotations'}, which is "
+            f"missing; use label_source: masks, or {fix}"
+        )
+    voc_tree = (root / "Annotations").is_dir() or (root / "SegmentationClass").is_dir()
+    if not voc_tree and not (root / "classes.txt").is_file():
+        raise ValueError(
+            f"config key data.voc2012.root: {root / 'classes.txt'} is missing (the class names, "
+            f"one per line in label order); write it, or {fix}"
+        )
+
+
+def check_results_writable() -> None:
+    """Everything a run writes goes under results/<run>: it (or, before the first run, its
+    nearest existing parent) must be a folder this user can write into. Found here, before
+    any job runs, rather than when the first output is written."""
+    probe = Path(RES)
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        problem = f"{probe} is not a folder"
+    elif not os.access(probe, os.W_OK | os.X_OK):
+        problem = f"no write permission on {probe}"
+    else:
+        return
+    raise ValueError(
+        f"{RES} is not writable ({problem}); fix its permissions or choose another run name "
+        "(config key run)"
+    )
+
+
+check_patch_sizes()
+check_prepared_tree()
+check_results_writable()
 
 for _m in PSEUDO_METHODS:
     if _m not in CAM_METHODS:

@@ -28,7 +28,7 @@ rule make_synthetic:
         "--num-classes {params.syn[num_classes]} --image-size {params.syn[image_size]} "
         "--num-train {params.syn[num_train]} --num-val {params.syn[num_val]} "
         "--seed {params.syn[seed]} "
-        "> {log} 2>&1"
+        + TO_LOG
 
 
 rule make_labels:
@@ -49,7 +49,7 @@ rule make_labels:
         **gpu_resources("make_labels"),
     shell:
         "{PY} workflow_scripts/make_labels.py --root {DATA_ROOT} --split {wildcards.split} "
-        "--source {params.source} --out {output} > {log} 2>&1"
+        "--source {params.source} --out {output} " + TO_LOG
 
 
 VOC = DATA_CFG["voc2012"]
@@ -72,7 +72,7 @@ rule download_voc:
         **gpu_resources("download_voc"),
     shell:
         "{PY} workflow_scripts/download_file.py --url {VOC_URL:q} --md5 {params.md5} "
-        "--out {output} > {log} 2>&1"
+        "--out {output} " + TO_LOG
 
 
 rule download_sbd:
@@ -87,28 +87,33 @@ rule download_sbd:
         **gpu_resources("download_sbd"),
     shell:
         "{PY} workflow_scripts/download_file.py --url {SBD_URL:q} --md5 {params.md5} "
-        "--out {output} > {log} 2>&1"
+        "--out {output} " + TO_LOG
 
 
-rule prepare_voc:
-    input:
-        voc=rules.download_voc.output[0],
-        sbd=rules.download_sbd.output[0] if VOC["use_sbd"] else [],
-    output:
-        f"{VOC['root']}/ImageSets/Segmentation/train_aug.txt",
-        f"{VOC['root']}/classes.txt",
-        directory(f"{VOC['root']}/SegmentationClassAug"),
-    params:
-        out=str(Path(VOC["root"]).parent),
-        sbd=lambda w, input: f"--sbd-archive {input.sbd}" if input.sbd else "",
-    log:
-        "logs/prepare_voc.log",
-    threads: 1
-    resources:
-        **gpu_resources("prepare_voc"),
-    shell:
-        "{PY} workflow_scripts/prepare_voc.py --voc-archive {input.voc} {params.sbd} "
-        "--out {params.out} --no-progress > {log} 2>&1"
+# A prepared tree (data.voc2012.prepared: true) is the user's: no rule writes it, so Snakemake
+# neither downloads the archives nor rebuilds the tree over it.
+if not VOC["prepared"]:
+
+    rule prepare_voc:
+        input:
+            voc=rules.download_voc.output[0],
+            sbd=rules.download_sbd.output[0] if VOC["use_sbd"] else [],
+        output:
+            # the whole prepared tree is what the stages read and depend on (DATA_TOKEN); naming
+            # files inside it would make Snakemake create <root>/ImageSets/... before the job
+            # runs, and the script take that folder for a finished extraction
+            directory(VOC["root"]),
+        params:
+            out=str(Path(VOC["root"]).parent),
+            sbd=lambda w, input: f"--sbd-archive {input.sbd}" if input.sbd else "",
+        log:
+            "logs/prepare_voc.log",
+        threads: 1
+        resources:
+            **gpu_resources("prepare_voc"),
+        shell:
+            "{PY} workflow_scripts/prepare_voc.py --voc-archive {input.voc} {params.sbd} "
+            "--out {params.out} --no-progress " + TO_LOG
 
 
 # Run by Snakemake itself, never submitted to a cluster: the downloads need the network of

@@ -47,7 +47,7 @@ rule summary:
     shell:
         "{PY} workflow_scripts/summary.py --inputs {input.summaries} "
         "--per-class-inputs {input.per_class} --out-csv {output.csv} --out-md {output.md} "
-        "--out-per-class {output.per_class} --out-per-class-md {output.per_class_md} > {log} 2>&1"
+        "--out-per-class {output.per_class} --out-per-class-md {output.per_class_md} " + TO_LOG
 
 
 rule figure_samples:
@@ -83,7 +83,7 @@ rule figure_samples:
         "--num-train {params.samples[num_train]} --num-val {params.samples[num_val]} "
         "--store {input.store} "
         "--seeds-dir {input.seeds} --rw-dir {input.rw} --pred-dir {input.pred} "
-        "--out {output} > {log} 2>&1"
+        "--out {output} " + TO_LOG
 
 
 rule figure_curves:
@@ -106,7 +106,7 @@ rule figure_curves:
         **gpu_resources("figure_curves"),
     shell:
         "{PY} workflow_scripts/figures.py curves --history classifier={input.classifier} "
-        "affinity={input.affinity} segmenter={input.segmenter} --out {output} > {log} 2>&1"
+        "affinity={input.affinity} segmenter={input.segmenter} --out {output} " + TO_LOG
 
 
 rule figure_runtimes:
@@ -139,7 +139,7 @@ rule figure_runtimes:
         **gpu_resources("figure_runtimes"),
     shell:
         "{PY} workflow_scripts/figures.py runtimes --benchmark-dir {params.bench_dir} "
-        "--out-png {output.png} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        "--out-png {output.png} --out-csv {output.csv} --out-md {output.md} " + TO_LOG
 
 
 # Cheap rules run by Snakemake itself, not submitted to a cluster (see rules/data.smk).

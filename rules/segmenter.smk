@@ -29,7 +29,7 @@ rule train_segmenter:
         "{PY} workflow_scripts/train_segmenter.py --masks {input.masks} "
         "--data-root {DATA_ROOT} --split {params.split} --config-json {params.cfg} "
         "--seed {params.seed} --threads {threads} --device {params.device} "
-        "--out-dir {params.out_dir} > {log} 2>&1"
+        "--out-dir {params.out_dir} " + TO_LOG
 
 
 rule predict_segmenter:
@@ -58,7 +58,7 @@ rule predict_segmenter:
         "{PY} workflow_scripts/predict_segmenter.py --model {input.model} "
         "--data-root {DATA_ROOT} --split {params.split} --scales {params.scales} "
         "{params.flip} --device {params.device} --threads {threads} --out-dir {output.pred} "
-        "--crf-json {params.crf} --crf-out-dir {output.crf} > {log} 2>&1"
+        "--crf-json {params.crf} --crf-out-dir {output.crf} " + TO_LOG
 
 
 SEG_STAGES = {"seg": "segmenter", "seg_crf": "segmenter + CRF"}
@@ -90,7 +90,7 @@ rule eval_segmenter:
         "{PY} workflow_scripts/eval_masks.py --pred-dir {input.masks} --data-root {DATA_ROOT} "
         "--split {params.split} --stage {params.stage:q} --method {wildcards.method} "
         "--out-summary {output.summary} --out-per-class {output.per_class} "
-        "--out-md {output.md} > {log} 2>&1"
+        "--out-md {output.md} " + TO_LOG
 
 
 # Cheap rules run by Snakemake itself, not submitted to a cluster (see rules/data.smk).

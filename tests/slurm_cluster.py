@@ -35,6 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workflow_utils import RUN_TIMEOUT
+
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm"
 INSTALL_SCRIPT = REPO / "scripts" / "install_system_deps.sh"
@@ -517,7 +519,7 @@ def run_workflow(
     workdir: Path,
     args: Sequence[str],
     env: dict[str, str] | None = None,
-    timeout: float = 900,
+    timeout: float = RUN_TIMEOUT,
 ) -> subprocess.CompletedProcess:
     """Run ``snakemake <args>`` in ``workdir`` and return the finished process (text output).
 

@@ -25,7 +25,7 @@ from wsss_core.classifier import build_classifier, save_classifier
 from wsss_core.data.synthetic import generate_dataset
 from wsss_core.data.voc import VOCSegmentation, load_gt_mask, read_split, train_transform
 from wsss_core.palette import load_mask
-from wsss_core.train_affinity import split_config, train
+from wsss_core.train_affinity import input_files, split_config, train
 
 ROOT = Path(__file__).resolve().parents[1]
 CLS_CFG = {"backbone": "hybrid_tiny", "num_classes": 3, "img_size": 32, "pretrained": False}
@@ -113,7 +113,9 @@ def test_config_errors_name_the_key():
         build_affinity_net(AffinityNetConfig(vit_blocks=(7,)), model, info)
 
 
-def _train_run(dataset: Path, out_dir: Path, cfg: dict, stop_after: int | None = None):
+def _train_run(
+    dataset: Path, out_dir: Path, cfg: dict, stop_after: int | None = None, on_epoch_end=None
+):
     model, info = tiny_classifier()
     net_cfg, tc = split_config(cfg)
     net, net_info = build_affinity_net(net_cfg, model, info)
@@ -123,10 +125,14 @@ def _train_run(dataset: Path, out_dir: Path, cfg: dict, stop_after: int | None =
     )  # fmt: skip
 
     def stop(epoch, _row):
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
         if stop_after is not None and epoch == stop_after:
             raise KeyboardInterrupt("killed")
 
-    return train(net, net_info, ds, cfg, out_dir, "cpu", seed=3, on_epoch_end=stop), net
+    inputs = input_files(ds, None)
+    return train(net, net_info, ds, cfg, out_dir, "cpu", seed=3, on_epoch_end=stop,
+                 inputs=inputs), net  # fmt: skip
 
 
 def test_training_resumes_to_the_same_weights(dataset, tmp_path):
@@ -158,9 +164,11 @@ def test_training_resumes_to_the_same_weights(dataset, tmp_path):
     torch.testing.assert_close(
         image_features(loaded, image, info, "cpu"), image_features(straight, image, info, "cpu")
     )
-    # another config cannot resume from this checkpoint
-    with pytest.raises(RuntimeError, match="another config"):
-        _train_run(dataset, tmp_path / "a", {**cfg, "lr": 0.02})
+    # another config does not resume from this checkpoint: it is set aside, training restarts
+    epochs = []
+    _train_run(dataset, tmp_path / "a", {**cfg, "lr": 0.02}, on_epoch_end=epochs.append)
+    assert epochs == [1, 2, 3]
+    assert (tmp_path / "a" / "checkpoints" / "superseded.pt").is_file()
 
 
 def test_scripts_train_then_walk(dataset, tmp_path):

@@ -290,7 +290,7 @@ def test_prefix_matching_nothing_is_an_error(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tgz"]
 
 
-def test_download_file_script(tmp_path):
+def test_download_file_script(tmp_path, capsys):
     main = load_script("download_file").main
     source = tmp_path / "src.tgz"
     source.write_bytes(ARCHIVE)
@@ -298,5 +298,9 @@ def test_download_file_script(tmp_path):
     assert main(["--url", source.as_uri(), "--out", str(out), "--md5", MD5, "--no-progress"]) == 0
     assert out.read_bytes() == ARCHIVE
     bad = tmp_path / "bad.tgz"
-    assert main(["--url", str(source), "--out", str(bad), "--sha256", "1" * 64]) == 1
+    capsys.readouterr()
+    # an expected failure: one last line naming the file, exit code 2, nothing left behind
+    assert main(["--url", str(source), "--out", str(bad), "--sha256", "1" * 64]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"download_file: error: checksum mismatch for {bad} ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src.tgz"]

@@ -100,6 +100,20 @@ def test_missing_mask_names_the_file(tmp_path):
         build_label_table(root, "train")
 
 
+def test_a_prepared_tree_without_its_mask_folder_says_what_to_do(tmp_path):
+    """No rule rebuilds a tree given with data.voc2012.prepared: true: the message says which
+    folder is missing and where it comes from, not 're-run the data rule'."""
+    root = _tree(tmp_path, ["a"])
+    with pytest.raises(FileNotFoundError) as err:
+        build_label_table(root, "train")
+    message = str(err.value)
+    assert f"the folder {root / 'SegmentationClass'} is missing" in message
+    assert "data.voc2012.prepared: true, copy SegmentationClass/ there" in message
+    (root / "ImageSets/Segmentation/train_aug.txt").write_text("a\n")
+    with pytest.raises(FileNotFoundError, match=r"SegmentationClassAug \(the masks of train_aug\)"):
+        build_label_table(root, "train_aug")
+
+
 def test_missing_image_names_the_file(tmp_path):
     root = _tree(tmp_path, ["a"], {"a": np.array([[0, 1]], dtype=np.uint8)})
     (root / "JPEGImages" / "a.jpg").unlink()

@@ -56,6 +56,7 @@ from workflow_utils import (
     output,
     result_differences,
     run_config,
+    scaled_timeout,
     tail,
     with_values,
     write_config,
@@ -263,9 +264,11 @@ def test_profile_runs_workflow_through_sbatch_like_a_local_run(local_slurm: Loca
     local_dir, slurm_dir = tmp_path / "local", tmp_path / "slurm"
     write_mini_workflow(local_dir)
     write_mini_workflow(slurm_dir)
-    local = run_workflow(local_dir, ["--cores", "2"], timeout=300)
+    local_started = time.monotonic()
+    local = run_workflow(local_dir, ["--cores", "2"])
     assert local.returncode == 0, local.stderr
-    slurm = run_workflow(slurm_dir, slurm_profile_args(), env=local_slurm.env, timeout=600)
+    limit = scaled_timeout(time.monotonic() - local_started)
+    slurm = run_workflow(slurm_dir, slurm_profile_args(), env=local_slurm.env, timeout=limit)
     detail = f"{slurm.stderr}\n{local_slurm.log_tail()}"
     assert slurm.returncode == 0, detail
 
@@ -340,7 +343,7 @@ def test_tiny_workflow_through_slurm_equals_the_local_run(
     configfile = write_config(workdir, "tests/configs/tiny_slurm.yaml", config)
     proc = run_workflow(
         workdir, [*slurm_profile_args(), "--configfile", configfile], env=local_slurm.env,
-        timeout=420,
+        timeout=scaled_timeout(tiny_run.seconds),
     )  # fmt: skip
     log = output(proc)
     detail = f"{tail(log, 80)}\n{local_slurm.log_tail()}"

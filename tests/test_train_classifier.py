@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from wsss_core.classifier import ClassifierConfigError, build_classifier, load_classifier
-from wsss_core.schedules import warmup_cosine
+from wsss_core.train.schedules import warmup_cosine
 from wsss_core.train_classifier import (
     HISTORY_COLUMNS,
     TrainConfig,
@@ -180,13 +180,45 @@ def test_finished_run_rerun_only_rewrites_outputs(tmp_path):
     assert (tmp_path / "model.pt").is_file()
 
 
-def test_checkpoint_of_another_config_is_refused(tmp_path):
+def _assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    expected, got = a.state_dict(), b.state_dict()
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+
+
+@pytest.mark.parametrize("change", ["settings", "inputs"])
+def test_checkpoint_of_other_settings_or_inputs_is_set_aside(tmp_path, caplog, change):
+    """A killed run's checkpoint is not resumed by a run with another lr or other label
+    files: it is moved to superseded.pt (one log line) and the rerun equals a fresh run."""
     train_ds, val_ds = ColourBlobs(8, 4), ColourBlobs(4, 5)
     cfg = {**CFG, "epochs": 2}
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,red\na,1\n")
+    inputs = {"label_tables": [labels]}
+    run = tmp_path / "run"
     with pytest.raises(Killed):
-        train(_fresh_model(0), train_ds, val_ds, cfg, tmp_path, "cpu", on_epoch_end=_kill_after(1))
-    with pytest.raises(RuntimeError, match="last.pt"):
-        train(_fresh_model(0), train_ds, val_ds, {**cfg, "lr": 1e-4}, tmp_path, "cpu")
+        train(_fresh_model(0), train_ds, val_ds, cfg, run, "cpu", inputs=inputs,
+              on_epoch_end=_kill_after(1))  # fmt: skip
+    if change == "settings":
+        cfg = {**cfg, "lr": 1e-4}
+    else:
+        labels.write_text("id,red\na,0\n")  # the label table was remade
+    epochs = []
+    caplog.set_level("INFO")
+    rerun = _fresh_model(0)
+    train(rerun, train_ds, val_ds, cfg, run, "cpu", inputs=inputs,
+          on_epoch_end=lambda e, r: epochs.append(e))  # fmt: skip
+    assert epochs == [1, 2]
+    assert (run / "checkpoints" / "superseded.pt").is_file()
+    set_aside = [r.getMessage() for r in caplog.records if "set aside" in r.getMessage()]
+    assert len(set_aside) == 1
+    assert ("lr: 0.002 -> 0.0001" if change == "settings" else "other input files") in set_aside[0]
+    assert not any("resuming" in r.getMessage() for r in caplog.records)
+    fresh = _fresh_model(0)
+    train(fresh, train_ds, val_ds, cfg, tmp_path / "fresh", "cpu", inputs=inputs)
+    _assert_same_weights(fresh, rerun)
+    assert (run / "history.csv").read_bytes() == (tmp_path / "fresh" / "history.csv").read_bytes()
 
 
 def test_parameter_groups_and_learning_rates():

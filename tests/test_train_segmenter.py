@@ -15,8 +15,8 @@ import torch
 from wsss_core.data.synthetic import generate_dataset
 from wsss_core.data.voc import read_class_names
 from wsss_core.palette import save_mask
-from wsss_core.schedules import poly
 from wsss_core.segmenter import build_segmenter, load_segmenter
+from wsss_core.train.schedules import poly
 from wsss_core.train_segmenter import (
     TrainConfig,
     make_optimizer,
@@ -171,7 +171,7 @@ def test_checkpoint_of_other_masks_is_not_resumed(data, tmp_path):
     assert epochs_run == [1, 2]
 
 
-def test_cli_writes_model_and_history(data, tmp_path):
+def test_cli_writes_model_and_history(data, tmp_path, capsys):
     train_script = _script("train_segmenter")
     out = tmp_path / "cli"
     config = json.dumps({**CONFIG, "epochs": 1})
@@ -180,5 +180,9 @@ def test_cli_writes_model_and_history(data, tmp_path):
     assert train_script.main([*argv, "--out-dir", str(out)]) == 0
     assert (out / "segmenter.pt").is_file()
     assert len(pd.read_csv(out / "history.csv")) == 1
-    with pytest.raises(SystemExit):
-        train_script.main([*argv[:4], "--config-json", "[1]", "--out-dir", str(out)])
+    code = train_script.main([*argv[:4], "--config-json", "[1]", "--out-dir", str(out)])
+    assert code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "train_segmenter: error: --config-json must be a JSON object "
+        "(config section segmenter.net), got list"
+    )

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import tarfile
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io
 from PIL import Image
+from voc_miniature import Miniature, sbd_tgz, voc_tar, write_sbd_mat, write_sbd_tree, write_voc_tree
 from workflow_utils import load_script
 
+from wsss_core.data.download import EXTRACTION_STAMP, is_extracted
 from wsss_core.data.voc_prepare import (
     VOC_CLASSES,
     mask_dir_for_split,
@@ -19,64 +21,31 @@ from wsss_core.data.voc_prepare import (
     sbd_mat_to_png,
     train_aug_ids,
 )
-from wsss_core.palette import load_mask, save_mask
+from wsss_core.palette import load_mask
 
 VOC_TRAIN = ["2007_000001", "2007_000002"]
 VOC_VAL = ["2007_000003", "2008_000004"]
 SBD_TRAIN = ["2007_000002", "2008_000004", "2008_000005"]
 SBD_VAL = ["2008_000006", "2007_000001"]
-ALL_IDS = sorted(set(VOC_TRAIN + VOC_VAL + SBD_TRAIN + SBD_VAL))
+H, W = 5, 6
+MINI = Miniature(
+    voc_train=tuple(VOC_TRAIN),
+    voc_val=tuple(VOC_VAL),
+    sbd_train=tuple(SBD_TRAIN),
+    sbd_val=tuple(SBD_VAL),
+    size=(H, W),
+)
+ALL_IDS = MINI.all_ids
 # (SBD train + SBD val + VOC train) - VOC val, by hand
 EXPECTED_TRAIN_AUG = ["2007_000001", "2007_000002", "2008_000005", "2008_000006"]
-H, W = 5, 6
-
-
-def voc_mask(index: int) -> np.ndarray:
-    """A VOC-style mask: class index+1 inside, a 255 boundary band, background outside."""
-    mask = np.zeros((H, W), np.uint8)
-    mask[1:4, 1:5] = 255
-    mask[2, 2:4] = index + 1
-    return mask
-
-
-def sbd_mask(index: int) -> np.ndarray:
-    """An SBD-style mask (no boundary band), different from the VOC one of the same id."""
-    mask = np.zeros((H, W), np.uint8)
-    mask[:, : index % W + 1] = 20 - index
-    return mask
-
-
-def write_sbd_mat(path: Path, segmentation: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scipy.io.savemat(
-        path,
-        {"GTcls": {"Segmentation": segmentation, "CategoriesPresent": np.unique(segmentation)}},
-    )
-
-
-def write_lines(path: Path, lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{line}\n" for line in lines))
 
 
 def make_voc(root: Path) -> Path:
-    for i, image_id in enumerate(ALL_IDS):
-        (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (W, H), (i * 30, 0, 0)).save(root / "JPEGImages" / f"{image_id}.jpg")
-    for image_id in VOC_TRAIN + VOC_VAL:
-        save_mask(root / "SegmentationClass" / f"{image_id}.png", voc_mask(ALL_IDS.index(image_id)))
-    write_lines(root / "ImageSets/Segmentation/train.txt", VOC_TRAIN)
-    write_lines(root / "ImageSets/Segmentation/val.txt", VOC_VAL)
-    write_lines(root / "ImageSets/Segmentation/trainval.txt", VOC_TRAIN + VOC_VAL)
-    return root
+    return write_voc_tree(root, MINI)
 
 
 def make_sbd(root: Path) -> Path:
-    for image_id in SBD_TRAIN + SBD_VAL:
-        write_sbd_mat(root / "cls" / f"{image_id}.mat", sbd_mask(ALL_IDS.index(image_id)))
-    write_lines(root / "train.txt", SBD_TRAIN)
-    write_lines(root / "val.txt", SBD_VAL)
-    return root
+    return write_sbd_tree(root, MINI)
 
 
 def test_sbd_mat_to_png_reads_gtcls_segmentation(tmp_path):
@@ -118,8 +87,8 @@ def check_prepared(voc: Path) -> None:
     aug = voc / "SegmentationClassAug"
     assert sorted(p.stem for p in aug.iterdir()) == ALL_IDS
     for image_id in ALL_IDS:
-        index = ALL_IDS.index(image_id)
-        expected = voc_mask(index) if image_id in VOC_TRAIN + VOC_VAL else sbd_mask(index)
+        in_voc = image_id in VOC_TRAIN + VOC_VAL
+        expected = MINI.voc_mask(image_id) if in_voc else MINI.sbd_mask(image_id)
         np.testing.assert_array_equal(load_mask(aug / f"{image_id}.png"), expected)
         with Image.open(aug / f"{image_id}.png") as image:
             assert image.mode == "P"
@@ -189,25 +158,53 @@ def test_foreign_classes_file_is_refused(tmp_path):
         prepare_voc(voc, progress=False)
 
 
-def test_prepare_voc_script_from_archives(tmp_path):
-    voc = make_voc(tmp_path / "src" / "VOC2012")
-    sbd = make_sbd(tmp_path / "src" / "dataset")
-    voc_tar = tmp_path / "VOCtrainval.tar"
-    with tarfile.open(voc_tar, "w") as tar:
-        tar.add(voc, arcname="VOCdevkit/VOC2012")
-    sbd_tgz = tmp_path / "benchmark.tgz"
-    with tarfile.open(sbd_tgz, "w:gz") as tar:
-        tar.add(sbd, arcname="benchmark_RELEASE/dataset")
-        tar.add(voc_tar, arcname="benchmark_RELEASE/not_extracted.tar")
+def test_prepare_voc_script_from_archives(tmp_path, capsys):
+    voc = voc_tar(tmp_path / "VOCtrainval_11-May-2012.tar", MINI)
+    sbd = sbd_tgz(tmp_path / "benchmark.tgz", MINI)
     main = load_script("prepare_voc").main
     out = tmp_path / "data"
-    args = ["--voc-archive", str(voc_tar), "--sbd-archive", str(sbd_tgz), "--out", str(out)]
+    args = ["--voc-archive", str(voc), "--sbd-archive", str(sbd), "--out", str(out)]
     assert main([*args, "--no-progress"]) == 0
     check_prepared(out / "VOC2012")
-    assert sorted(p.name for p in (out / "SBD").iterdir()) == ["cls", "train.txt", "val.txt"]
-    # a second run reuses the extraction and gives the same result
+    assert sorted(p.name for p in (out / "SBD").iterdir()) == [
+        EXTRACTION_STAMP,
+        "cls",
+        "img",
+        "inst",
+        "train.txt",
+        "val.txt",
+    ]
+    assert is_extracted(voc, out / "VOC2012", "VOCdevkit/VOC2012")
+    assert is_extracted(sbd, out / "SBD", "benchmark_RELEASE/dataset")
+    # a second run reuses the extractions (a file added to them survives) with the same result
+    (out / "SBD" / "kept.txt").write_text("reused\n")
     assert main([*args, "--no-progress"]) == 0
     check_prepared(out / "VOC2012")
-    # a missing archive is an error message, not a traceback
+    assert (out / "SBD" / "kept.txt").is_file()
+    # a missing archive is one line naming it and exit code 2, not a traceback
+    capsys.readouterr()
     missing = ["--voc-archive", str(tmp_path / "absent.tar"), "--out", str(tmp_path / "other")]
-    assert main(missing) == 1
+    assert main(missing) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("prepare_voc: error: archive ") and "absent.tar not found" in err[-1]
+
+
+def test_a_folder_that_merely_exists_is_no_extraction(tmp_path):
+    """Snakemake creates the parent folders of a rule's outputs before the rule runs: a root
+    holding only ImageSets/Segmentation (or an extraction of another archive) is extracted
+    again, not taken for a finished extraction (issue 13)."""
+    voc = voc_tar(tmp_path / "VOCtrainval_11-May-2012.tar", MINI)
+    out = tmp_path / "data"
+    (out / "VOC2012" / "ImageSets" / "Segmentation").mkdir(parents=True)
+    main = load_script("prepare_voc").main
+    assert main(["--voc-archive", str(voc), "--out", str(out), "--no-progress"]) == 0
+    assert read_split(out / "VOC2012/ImageSets/Segmentation/train_aug.txt") == VOC_TRAIN
+    # the stamp names the archive: another archive (here: another size) is extracted again
+    stamp = out / "VOC2012" / EXTRACTION_STAMP
+    identity = json.loads(stamp.read_text())
+    stamp.write_text(json.dumps({**identity, "size": identity["size"] + 1}))
+    (out / "VOC2012" / "JPEGImages" / f"{VOC_TRAIN[0]}.jpg").unlink()
+    assert not is_extracted(voc, out / "VOC2012", "VOCdevkit/VOC2012")
+    assert main(["--voc-archive", str(voc), "--out", str(out), "--no-progress"]) == 0
+    assert (out / "VOC2012" / "JPEGImages" / f"{VOC_TRAIN[0]}.jpg").is_file()
+    assert is_extracted(voc, out / "VOC2012", "VOCdevkit/VOC2012")

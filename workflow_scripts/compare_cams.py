@@ -12,6 +12,7 @@ import logging
 
 import pandas as pd
 
+from wsss_core.cli import script_main
 from wsss_core.evaluation import comparison_table
 from wsss_core.tables import write_table
 
@@ -25,6 +26,7 @@ def read_csv(path: str) -> pd.DataFrame:
         raise ValueError(f"cannot read table {path}: {err}; re-run eval_cams") from err
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--summaries", nargs="+", required=True, help="cams_<M>_summary.csv files")
@@ -37,7 +39,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-csv", required=True)
     parser.add_argument("--out-md", default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     summaries = [read_csv(path) for path in args.summaries]
     per_class = [read_csv(path) for path in args.per_class] if args.per_class else None

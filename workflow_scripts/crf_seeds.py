@@ -16,6 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from wsss_core.cam_store import CamReader
+from wsss_core.cli import script_main
 from wsss_core.crf import parse_crf_json
 from wsss_core.data.voc import load_image
 from wsss_core.palette import save_mask
@@ -25,6 +26,7 @@ from wsss_core.shards import shard_ids
 log = logging.getLogger("crf_seeds")
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--store", required=True, help="relevance-map store cams/<method>.h5")
@@ -36,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crf-json", default="{}", help="CRF parameters as a JSON object")
     parser.add_argument("--out-dir", required=True, help="folder for <id>.png seed masks")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     params = parse_crf_json(args.crf_json, "affinity.crf")
     out_dir = Path(args.out_dir)

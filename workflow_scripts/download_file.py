@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from wsss_core.cli import UserError, script_main
 from wsss_core.data.download import DownloadError, download
 
 log = logging.getLogger("download_file")
@@ -29,8 +30,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
     try:
         download(
@@ -43,9 +44,8 @@ def main(argv: list[str] | None = None) -> int:
             retry_wait=args.retry_wait,
             progress=not args.no_progress,
         )
-    except (DownloadError, ValueError) as err:
-        log.error("%s", err)
-        return 1
+    except DownloadError as err:  # a RuntimeError; its message says what to do
+        raise UserError(str(err)) from err
     return 0
 
 

@@ -15,6 +15,7 @@ import logging
 import pandas as pd
 
 from wsss_core.cam_store import CamReader
+from wsss_core.cli import script_main
 from wsss_core.data.voc import read_class_names, read_split
 from wsss_core.evaluation import stage_tables
 from wsss_core.seeds import (
@@ -37,6 +38,7 @@ def sweep_frame(sweep: dict, mode: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--store", required=True, help="relevance-map store cams/<method>.h5")
@@ -57,7 +59,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-sweep", required=True, help="sweep table (value, mIoU, ...)")
     parser.add_argument("--out-summary", required=True, help="one-row summary CSV")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     values = args.values or list(DEFAULT_THRESHOLDS if args.mode == "threshold" else DEFAULT_ALPHAS)
     class_names = read_class_names(args.data_root)

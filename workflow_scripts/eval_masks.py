@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from wsss_core.cli import script_main
 from wsss_core.data.voc import read_class_names, read_split
 from wsss_core.evaluation import evaluate_masks_detailed, stage_tables
 from wsss_core.tables import write_table
@@ -18,6 +19,7 @@ from wsss_core.tables import write_table
 log = logging.getLogger("eval_masks")
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pred-dir", required=True, help="folder of <id>.png label masks")
@@ -29,7 +31,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-per-class", required=True, help="per-class table CSV")
     parser.add_argument("--out-md", default=None, help="per-class table as Markdown")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     class_names = read_class_names(args.data_root)
     ids = read_split(args.data_root, args.split)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from wsss_core.cam_store import CamRecord, write_store
 from wsss_core.classifier import load_classifier
+from wsss_core.cli import script_main
 from wsss_core.data.labels import read_label_table
 from wsss_core.data.voc import eval_transform, image_to_tensor, load_image
 from wsss_core.lrp import VARIANTS
@@ -85,9 +86,9 @@ def batches(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start : start + size]
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     set_threads(args.threads)
     device = select_device(args.device)
     model, info = load_classifier(args.classifier, device)

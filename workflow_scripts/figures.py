@@ -15,6 +15,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from wsss_core.cli import UserError, script_main
 from wsss_core.data.voc import read_split
 from wsss_core.figures import (
     runtime_chart,
@@ -49,7 +50,7 @@ def _curves(args: argparse.Namespace) -> None:
     for item in args.history:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise SystemExit(f"--history takes NAME=PATH items, got '{item}'")
+            raise UserError(f"--history takes NAME=PATH items, got '{item}'")
         histories[name] = path
     save_figure(training_curves(histories), args.out, dpi=args.dpi)
     log.info("wrote %s (%s)", args.out, ", ".join(histories))
@@ -60,7 +61,7 @@ def _runtimes(args: argparse.Namespace) -> None:
     if args.benchmark_dir is not None:
         files += sorted(Path(args.benchmark_dir).rglob("*.tsv"))
     if not files:
-        raise SystemExit("no benchmark files: give --benchmarks or a --benchmark-dir holding TSVs")
+        raise UserError("no benchmark files: give --benchmarks or a --benchmark-dir holding TSVs")
     fig, table = runtime_chart(files)
     save_figure(fig, args.out_png, dpi=args.dpi)
     write_table(table, args.out_csv, args.out_md)
@@ -69,6 +70,7 @@ def _runtimes(args: argparse.Namespace) -> None:
     )
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -104,7 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     for sub_parser in (samples, curves, runtimes):
         sub_parser.add_argument("--dpi", type=int, default=100)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args.run(args)
     return 0
 

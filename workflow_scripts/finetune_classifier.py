@@ -3,9 +3,9 @@
 Reads the images of ``--data-root`` for the ids of the train and val splits and their
 label tables; writes ``<out-dir>/model.pt``, ``metrics.json``, ``val_metrics.csv``,
 ``history.csv`` and, after every epoch, ``checkpoints/last.pt`` (a rerun after a kill
-resumes from it). ``--config-json`` is the ``classifier`` config section (see
-wsss_core.classifier and wsss_core.train_classifier); ``num_classes`` comes from the
-label tables.
+resumes from it when the config, seed, label tables and images are unchanged).
+``--config-json`` is the ``classifier`` config section (see wsss_core.classifier and
+wsss_core.train_classifier); ``num_classes`` comes from the label tables.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import logging
 from pathlib import Path
 
 from wsss_core.classifier import ClassifierConfigError, build_classifier, normalization
-from wsss_core.cli import parse_json_object
+from wsss_core.cli import parse_json_object, script_main
 from wsss_core.data.labels import read_label_table
 from wsss_core.data.voc import VOCClassification, eval_transform, train_transform
 from wsss_core.runtime import seed_everything, select_device, set_threads
-from wsss_core.train_classifier import config_summary, train
+from wsss_core.train_classifier import config_summary, input_files, train
 
 log = logging.getLogger("finetune_classifier")
 
@@ -93,20 +93,18 @@ def run(args: argparse.Namespace) -> dict:
         len(train_ds), len(val_ds), device,
     )  # fmt: skip
     log.info("training config: %s", config_summary(config))
+    inputs = input_files(
+        args.data_root, train_ds.ids + val_ds.ids, [args.train_labels, args.val_labels]
+    )
     return train(
         model, train_ds, val_ds, config, args.out_dir, device, log=log, seed=args.seed,
-        class_names=names,
+        class_names=names, inputs=inputs,
     )  # fmt: skip
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    args = parse_args(argv)
-    try:
-        metrics = run(args)
-    except (ClassifierConfigError, FileNotFoundError, ValueError) as err:
-        log.error("%s", err)
-        return 2
+    metrics = run(parse_args(argv))
     log.info("val mAP %s, macro F1 %s", metrics["mAP"], metrics["macro_F1"])
     return 0
 

@@ -6,16 +6,17 @@ import argparse
 import logging
 
 from wsss_core.cam_store import merge_stores
+from wsss_core.cli import script_main
 
 log = logging.getLogger("gather_cams")
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shards", nargs="+", required=True, help="shard stores (.h5)")
     parser.add_argument("--out", required=True, help="merged store cams/<method>.h5")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     count = merge_stores(args.shards, args.out)
     log.info("gathered %d images from %d shards into %s", count, len(args.shards), args.out)
     return 0

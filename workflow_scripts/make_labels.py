@@ -8,6 +8,7 @@ import sys
 
 from tqdm import tqdm
 
+from wsss_core.cli import script_main
 from wsss_core.data.labels import SOURCES, build_label_table, write_label_table
 from wsss_core.data.voc import read_split
 
@@ -25,16 +26,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
-    try:
-        total = len(read_split(args.root, args.split))
-        with tqdm(total=total, desc=f"labels {args.split}", unit="img", file=sys.stderr) as bar:
-            table = build_label_table(args.root, args.split, args.source, progress=bar.update)
-    except (ValueError, FileNotFoundError) as err:
-        log.error("%s", err)
-        return 2
+    total = len(read_split(args.root, args.split))
+    with tqdm(total=total, desc=f"labels {args.split}", unit="img", file=sys.stderr) as bar:
+        table = build_label_table(args.root, args.split, args.source, progress=bar.update)
     write_label_table(table, args.out)
     counts = table.iloc[:, 1:].sum(axis=0)
     log.info("%d images of split '%s' -> %s", len(table), args.split, args.out)

@@ -14,6 +14,7 @@ import time
 from tqdm import tqdm
 
 from wsss_core.atomic import atomic_directory
+from wsss_core.cli import script_main
 from wsss_core.data.synthetic import MAX_CLASSES, check_args, generate_dataset
 
 log = logging.getLogger("make_synthetic")
@@ -33,21 +34,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
-    try:
-        check_args(
-            args.num_classes,
-            args.image_size,
-            args.num_train,
-            args.num_val,
-            args.jpeg_quality,
-            args.seed,
-        )
-    except ValueError as err:
-        log.error("%s", err)
-        return 2
+    check_args(
+        args.num_classes,
+        args.image_size,
+        args.num_train,
+        args.num_val,
+        args.jpeg_quality,
+        args.seed,
+    )
     total = args.num_train + args.num_val
     log.info(
         "writing %d synthetic images (%d train, %d val, %d classes, %d px, seed %d) to %s",

@@ -15,7 +15,7 @@ import logging
 from tqdm import tqdm
 
 from wsss_core.atomic import atomic_directory
-from wsss_core.cli import JSONArgumentError
+from wsss_core.cli import script_main
 from wsss_core.crf import parse_crf_json
 from wsss_core.data.voc import read_split
 from wsss_core.predict import predict_dataset
@@ -25,6 +25,7 @@ from wsss_core.segmenter import load_segmenter
 log = logging.getLogger("predict_segmenter")
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", required=True, help="segmenter.pt from train_segmenter")
@@ -38,14 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out-dir", required=True, help="folder for the predicted masks")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     crf_params = None
     if args.crf_out_dir is not None:
-        try:
-            crf_params = parse_crf_json(args.crf_json or "{}", "segmenter.inference.crf")
-        except JSONArgumentError as err:
-            parser.error(str(err))
+        crf_params = parse_crf_json(args.crf_json or "{}", "segmenter.inference.crf")
     elif args.crf_json is not None:
         parser.error("--crf-json needs --crf-out-dir (where the CRF masks go)")
 

@@ -5,9 +5,11 @@
 
 Writes DIR/VOC2012 (the dataset root: VOCdevkit/VOC2012 of the archive plus
 classes.txt, SegmentationClassAug/ and ImageSets/Segmentation/train_aug.txt)
-and DIR/SBD (benchmark_RELEASE/dataset of benchmark.tgz). An extraction that
-is already complete is reused unless --re-extract is given. Without
---sbd-archive, train_aug is VOC train alone.
+and DIR/SBD (benchmark_RELEASE/dataset of benchmark.tgz). A finished extraction
+of the same archive (recognised by the stamp the extraction writes last) is
+reused unless --re-extract is given. Without --sbd-archive, train_aug is VOC
+train alone. Expected errors (a missing or unsafe archive, an incomplete tree)
+end with one line ``prepare_voc: error: <message>`` and exit code 2.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from wsss_core.data.download import SBD_BENCHMARK, VOC2012_TRAINVAL, safe_extract
+from wsss_core.cli import script_main
+from wsss_core.data.download import SBD_BENCHMARK, VOC2012_TRAINVAL, is_extracted, safe_extract
 from wsss_core.data.voc_prepare import prepare_voc
 
 log = logging.getLogger("prepare_voc")
@@ -35,43 +38,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def extract(archive: Path, target: Path, strip_prefix: str, force: bool, progress: bool) -> Path:
-    """Extract ``archive`` into ``target`` unless a finished extraction is already there.
+    """Extract ``archive`` into ``target`` unless a finished extraction of it is already there.
 
-    ``safe_extract`` renames its temporary folder onto ``target`` only when
-    complete, so an existing ``target`` is a finished extraction.
+    A finished extraction carries the stamp ``safe_extract`` writes just before renaming its
+    temporary folder onto ``target``; a folder that merely exists (Snakemake creates the
+    parents of a rule's outputs) or came from another archive is extracted again.
     """
-    if target.is_dir() and not force:
-        log.info("%s already extracted; reusing it (--re-extract to redo)", target)
+    if not force and is_extracted(archive, target, strip_prefix):
+        log.info(
+            "%s is already extracted from %s; reusing it (--re-extract to redo)", target, archive
+        )
         return target
     log.info("extracting %s into %s", archive, target)
-    return safe_extract(archive, target, strip_prefix=strip_prefix, progress=progress)
+    return safe_extract(archive, target, strip_prefix=strip_prefix, progress=progress, stamp=True)
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
     progress = not args.no_progress
-    try:
-        voc_root = extract(
-            args.voc_archive,
-            args.out / "VOC2012",
-            VOC2012_TRAINVAL.strip_prefix,
+    voc_root = extract(
+        args.voc_archive,
+        args.out / "VOC2012",
+        VOC2012_TRAINVAL.strip_prefix,
+        args.re_extract,
+        progress,
+    )
+    sbd_root = None
+    if args.sbd_archive is not None:
+        sbd_root = extract(
+            args.sbd_archive,
+            args.out / "SBD",
+            SBD_BENCHMARK.strip_prefix,
             args.re_extract,
             progress,
         )
-        sbd_root = None
-        if args.sbd_archive is not None:
-            sbd_root = extract(
-                args.sbd_archive,
-                args.out / "SBD",
-                SBD_BENCHMARK.strip_prefix,
-                args.re_extract,
-                progress,
-            )
-        prepared = prepare_voc(voc_root, sbd_root, progress=progress)
-    except (OSError, ValueError) as err:
-        log.error("%s", err)
-        return 1
+    prepared = prepare_voc(voc_root, sbd_root, progress=progress)
     log.info("train_aug: %d ids in %s", len(prepared.train_aug), voc_root)
     return 0
 

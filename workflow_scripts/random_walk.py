@@ -22,6 +22,7 @@ from tqdm import tqdm
 from wsss_core.affinity import scores_to_mask, walk_maps
 from wsss_core.affinity_net import image_features, load_affinity_net
 from wsss_core.cam_store import CamReader
+from wsss_core.cli import script_main
 from wsss_core.crf import CRFParams, dense_crf, parse_crf_json
 from wsss_core.data.voc import load_image
 from wsss_core.palette import save_mask
@@ -103,14 +104,9 @@ def run(args: argparse.Namespace) -> int:
     return len(ids)
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    args = parse_args(argv)
-    try:
-        run(args)
-    except (FileNotFoundError, ValueError, KeyError) as err:
-        log.error("%s", err)
-        return 2
+    run(parse_args(argv))
     return 0
 
 

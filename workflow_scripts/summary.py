@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import logging
 
+from wsss_core.cli import script_main
 from wsss_core.summary import summary_tables
 from wsss_core.tables import write_table
 
 log = logging.getLogger("summary")
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--inputs", nargs="+", required=True, help="one-row summary CSVs")
@@ -28,7 +30,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-per-class", required=True, help="per-class IoU table CSV")
     parser.add_argument("--out-per-class-md", default=None, help="per-class IoU table Markdown")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     summary, per_class = summary_tables(args.inputs, args.per_class_inputs)
     write_table(summary, args.out_csv, args.out_md)

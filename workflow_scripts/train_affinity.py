@@ -3,7 +3,8 @@
 Reads the images of ``--data-root`` for the ids of ``--split`` and their seed masks
 ``<seeds>/<id>.png`` (0 background, c + 1 class c, 255 unsure); with the classifier backbone
 the ViT comes from ``--classifier``. Writes ``<out-dir>/affinity.pt``, ``history.csv`` and,
-after every epoch, ``checkpoints/last.pt`` (a rerun after a kill resumes from it).
+after every epoch, ``checkpoints/last.pt`` (a rerun after a kill resumes from it when the
+config, seed, classifier, seed masks and images are unchanged).
 ``--config-json`` is the ``affinity.net`` config section (see wsss_core.affinity_net and
 wsss_core.train_affinity).
 """
@@ -16,10 +17,10 @@ import logging
 from pathlib import Path
 
 from wsss_core.affinity_net import CLASSIFIER, AffinityConfigError, build_affinity_net
-from wsss_core.cli import parse_json_object
+from wsss_core.cli import parse_json_object, script_main
 from wsss_core.data.voc import VOCSegmentation, read_split, train_transform
 from wsss_core.runtime import seed_everything, select_device, set_threads
-from wsss_core.train_affinity import effective_crop_size, split_config, train
+from wsss_core.train_affinity import effective_crop_size, input_files, split_config, train
 
 log = logging.getLogger("train_affinity")
 
@@ -81,17 +82,13 @@ def run(args: argparse.Namespace) -> list[dict]:
         device,
     )  # fmt: skip
     log.info("config: %s", json.dumps(config, sort_keys=True))
-    return train(net, info, dataset, config, args.out_dir, device, seed=args.seed)
+    inputs = input_files(dataset, args.classifier if classifier is not None else None)
+    return train(net, info, dataset, config, args.out_dir, device, seed=args.seed, inputs=inputs)
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    args = parse_args(argv)
-    try:
-        history = run(args)
-    except (AffinityConfigError, FileNotFoundError, ValueError) as err:
-        log.error("%s", err)
-        return 2
+    history = run(parse_args(argv))
     log.info("final training loss %.4f", history[-1]["train_loss"])
     return 0
 

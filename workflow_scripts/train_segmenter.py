@@ -2,7 +2,8 @@
 
 Reads ``<masks>/<id>.png`` for the ids of ``--split`` and the images of ``--data-root``;
 writes ``<out-dir>/segmenter.pt``, ``<out-dir>/history.csv`` and, after every epoch,
-``<out-dir>/checkpoints/last.pt`` (a rerun after a kill resumes from it).
+``<out-dir>/checkpoints/last.pt`` (a rerun after a kill resumes from it when the config,
+seed, masks, images and backbone file are unchanged).
 ``--config-json`` is the ``segmenter.net`` config section (see wsss_core.train_segmenter).
 """
 
@@ -11,13 +12,14 @@ from __future__ import annotations
 import argparse
 import logging
 
-from wsss_core.cli import JSONArgumentError, parse_json_object
+from wsss_core.cli import parse_json_object, script_main
 from wsss_core.runtime import select_device, set_threads
 from wsss_core.train_segmenter import train_segmenter
 
 log = logging.getLogger("train_segmenter")
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--masks", required=True, help="folder of pseudo masks <id>.png")
@@ -29,12 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-
-    try:
-        config = parse_json_object(args.config_json, "--config-json", "segmenter.net")
-    except JSONArgumentError as err:
-        parser.error(str(err))
+    config = parse_json_object(args.config_json, "--config-json", "segmenter.net")
     set_threads(args.threads)
     device = select_device(args.device)
     log.info("training the segmenter on %s (%s split) on %s", args.masks, args.split, device)

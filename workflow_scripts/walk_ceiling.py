@@ -12,6 +12,7 @@ import argparse
 import logging
 
 from wsss_core.affinity_net import load_affinity_net
+from wsss_core.cli import script_main
 from wsss_core.data.voc import read_class_names, read_split
 from wsss_core.runtime import select_device, set_threads
 from wsss_core.tables import to_markdown, write_table
@@ -41,9 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     set_threads(args.threads)
     device = select_device(args.device)
     walk = WalkParams(alpha=args.alpha, beta=args.beta, logt=args.logt, radius=args.radius)

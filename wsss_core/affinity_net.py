@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
-from wsss_core.atomic import atomic_path
+from wsss_core.atomic import save_torch
 from wsss_core.data.voc import eval_transform, image_to_tensor
 
 CLASSIFIER = "classifier"
@@ -304,8 +304,7 @@ def save_affinity_net(
         "backbone_config": info["backbone_config"],
         **dict(extra or {}),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 def load_affinity_net(
@@ -335,7 +334,13 @@ def load_affinity_net(
         classifier_info = {"model_config": model_config, "mean": payload["mean"],
                            "std": payload["std"]}  # fmt: skip
     net, _ = build_affinity_net(cfg, classifier, classifier_info)
-    net.load_state_dict(state)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(
+            f"AffinityNet file {path} does not fit the net its config describes ({err}); "
+            "delete it and rerun rule train_affinity"
+        ) from err
     info = {k: v for k, v in payload.items() if k != "state_dict"}
     return net.to(device).eval(), info
 

@@ -2,17 +2,56 @@
 
 A killed job never leaves a file that looks finished: the temporary name sits
 beside the target (same filesystem, so the rename is atomic) and is removed on
-error.
+error. What a killed job left behind (a temporary of the same target) is removed
+when the target is written again. Finished outputs take the user's umask, like any
+file the user creates (mkstemp and mkdtemp alone would leave them 600 and 700).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+# mkstemp/mkdtemp put 8 characters of this alphabet between prefix and suffix
+_RANDOM_PART = "[a-z0-9_]{8}"
+
+
+def current_umask() -> int:
+    """The process's umask (os.umask can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _temporary_affixes(target: Path, is_dir: bool) -> tuple[str, str]:
+    """(prefix, suffix) of the temporary names of ``target``: ``.<name>.XXXXXXXX.tmp<ext>``."""
+    return f".{target.name}.", ".tmp" if is_dir else f".tmp{target.suffix}"
+
+
+def remove_stale_temporaries(target: str | os.PathLike, is_dir: bool = False) -> list[Path]:
+    """Remove temporaries of ``target`` that a killed job left beside it; return them.
+
+    Only names made for exactly this target match (``.a.h5.*`` is not ``.a.h5.b.h5.*``).
+    """
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    prefix, suffix = _temporary_affixes(target, is_dir)
+    pattern = re.compile(re.escape(prefix) + _RANDOM_PART + re.escape(suffix))
+    removed = []
+    for path in target.parent.iterdir():
+        if pattern.fullmatch(path.name):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager
@@ -24,13 +63,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent
-    )
+    remove_stale_temporaries(target)
+    prefix, suffix = _temporary_affixes(target, is_dir=False)
+    fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, target)
     finally:
         if tmp.exists():
@@ -42,9 +82,12 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; it replaces ``path`` on success."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    remove_stale_temporaries(target, is_dir=True)
+    prefix, suffix = _temporary_affixes(target, is_dir=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=target.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~current_umask())
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -57,3 +100,12 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def save_torch(path: str | os.PathLike, obj: object) -> None:
+    """``torch.save`` atomically. Written through a file object, the archive inside is named
+    ``archive`` whatever the temporary name, so the same content always gives the same bytes."""
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)

@@ -26,9 +26,25 @@ import torch
 import torch.nn.functional as F
 
 from wsss_core.atomic import atomic_path
+from wsss_core.cli import UserError
 
 FORMAT = "wsss-cam-store"
 VERSION = 1
+
+
+class MissingImageError(UserError, KeyError):
+    """An image id a store does not hold: a KeyError, and an expected error for the scripts."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; this is a sentence
+        return str(self.args[0]) if self.args else ""
+
+
+def _open_store(path: Path, what_to_do: str) -> h5py.File:
+    """Open an HDF5 store for reading; a damaged file is an error naming it."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise ValueError(f"cannot open cam store {path} ({err}); {what_to_do}") from err
 
 
 @dataclass
@@ -129,7 +145,7 @@ def merge_stores(shard_paths: Iterable[str | os.PathLike], out_path: str | os.Pa
     for shard in shard_paths:
         if not shard.is_file():
             raise FileNotFoundError(f"shard store {shard} is missing; rerun its extract_cams job")
-        with h5py.File(shard, "r") as h5:
+        with _open_store(shard, "delete it and rerun its extract_cams job") as h5:
             shard_method = _store_method(h5, shard)
             if method is not None and shard_method != method:
                 raise ValueError(
@@ -179,12 +195,7 @@ class CamReader:
             raise FileNotFoundError(
                 f"cam store {self.path} not found; run extract_cams and gather_cams"
             )
-        try:
-            self._h5 = h5py.File(self.path, "r")
-        except OSError as err:
-            raise ValueError(
-                f"cannot open cam store {self.path} ({err}); re-run gather_cams"
-            ) from err
+        self._h5 = _open_store(self.path, "delete it and rerun extract_cams and gather_cams")
         try:
             self.method = _store_method(self._h5, self.path)
         except ValueError:
@@ -216,13 +227,22 @@ class CamReader:
     def raw(self, image_id: str) -> CamRecord:
         """The stored maps [K, h, w] as float32 (scale factors applied)."""
         if image_id not in self._h5:
-            raise KeyError(f"image id '{image_id}' is not in cam store {self.path}")
-        group = self._h5[image_id]
-        stored = group["maps"][()].astype(np.float32)
-        scales = np.asarray(group.attrs["scales"], dtype=np.float64)
+            raise MissingImageError(
+                f"image id '{image_id}' is not in cam store {self.path}; the store was made "
+                "from other images (another split or dataset): rerun extract_cams and gather_cams"
+            )
+        try:
+            group = self._h5[image_id]
+            stored = group["maps"][()].astype(np.float32)
+            scales = np.asarray(group.attrs["scales"], dtype=np.float64)
+            classes = [int(c) for c in group.attrs["classes"]]
+            height, width = (int(v) for v in group.attrs["image_size"])
+        except (OSError, KeyError, ValueError) as err:
+            raise ValueError(
+                f"cannot read '{image_id}' from cam store {self.path} ({err}); delete the store "
+                "and rerun extract_cams and gather_cams"
+            ) from err
         maps = (stored * scales[:, None, None]).astype(np.float32)
-        classes = [int(c) for c in group.attrs["classes"]]
-        height, width = (int(v) for v in group.attrs["image_size"])
         return CamRecord(image_id, maps, classes, (height, width))
 
     def upsampled(self, image_id: str) -> tuple[np.ndarray, list[int]]:

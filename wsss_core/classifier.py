@@ -34,7 +34,7 @@ from timm.models import get_pretrained_cfg, model_entrypoint
 from timm.models.vision_transformer import Block, VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
-from wsss_core.atomic import atomic_path
+from wsss_core.atomic import save_torch
 from wsss_core.stem import ConvStem
 
 log = logging.getLogger(__name__)
@@ -185,6 +185,34 @@ def _timm_kwargs(cfg: dict, backbone: str) -> dict[str, Any]:
     return kwargs
 
 
+def patch_size(cfg: dict) -> int | None:
+    """The side of the square patches a plain ViT cuts its input into: ``patch_size`` when
+    set, else the timm model's own (built on the meta device: no memory, no download).
+    None for hybrids, whose CNN stem makes the tokens (and which ignore ``patch_size``)."""
+    backbone = _check_backbone_name(_require(cfg, "backbone"))
+    if is_hybrid(backbone):
+        return None
+    if cfg.get("patch_size") is not None:
+        return _positive_int(cfg, "patch_size")
+    with torch.device("meta"):
+        model = timm.create_model(backbone, pretrained=False, num_classes=1)
+    return int(model.patch_embed.patch_size[0])
+
+
+def check_patch_multiple(cfg: dict, size: int, key: str = "classifier.img_size") -> None:
+    """A plain ViT's input side ``size`` (config key ``key``) must be a multiple of its patch
+    size: timm stops at the first forward pass otherwise. Hybrids pass."""
+    patch = patch_size(cfg)
+    if patch is None or size % patch == 0:
+        return
+    lower, upper = size // patch * patch, (size // patch + 1) * patch
+    choices = f"{lower} or {upper}" if lower else str(upper)
+    raise ClassifierConfigError(
+        f"config key {key}: {size} is not a multiple of the patch size {patch} of "
+        f"classifier.backbone {cfg['backbone']} (classifier.patch_size); use {choices}"
+    )
+
+
 def build_classifier(cfg: dict) -> VisionTransformer:
     """Build the classifier described by ``cfg`` with a fresh ``num_classes`` head.
 
@@ -208,6 +236,7 @@ def build_classifier(cfg: dict) -> VisionTransformer:
             kwargs["drop_path_rate"],
         )
     else:
+        check_patch_multiple(cfg, kwargs["img_size"])
         model = timm.create_model(backbone, pretrained=source == "hub", **kwargs)
     check_relevance_compatible(model, backbone)
     if isinstance(source, Path):
@@ -335,8 +364,7 @@ def save_classifier(
         "mean": mean,
         "std": std,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 def load_classifier(
@@ -358,6 +386,12 @@ def load_classifier(
         ) from err
     cfg["pretrained"] = False
     model = build_classifier(cfg)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(
+            f"classifier file {path} does not fit the model its config describes ({err}); "
+            "delete it and rerun the classifier rule"
+        ) from err
     info = {k: payload[k] for k in ("model_config", "class_names", "mean", "std")}
     return model.to(device).eval(), info

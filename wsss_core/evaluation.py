@@ -86,11 +86,11 @@ def evaluate_masks_detailed(
                 f"{pred_dir} did not finish for every id; re-run it"
             )
         pred = load_mask(path)
-        gt = load_gt_mask(gt_root, image_id)
+        gt = load_gt_mask(gt_root, image_id, num_classes=num_classes)
         try:
             update_with_mask(evaluation, pred, gt)
         except ValueError as err:
-            raise ValueError(f"{path}: {err}") from err
+            raise ValueError(f"{path}: {err}; re-run the stage that writes {pred_dir}") from err
     return evaluation
 
 

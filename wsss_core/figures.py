@@ -197,12 +197,20 @@ def samples_figure(
 # Training curves
 
 
+def _read_table(path: PathLike, what: str, **kwargs) -> pd.DataFrame:
+    """``pd.read_csv`` whose errors (unreadable, empty, not CSV) name the file."""
+    try:
+        return pd.read_csv(path, **kwargs)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise ValueError(f"cannot read {what} {path} ({err}); re-run its rule") from err
+
+
 def read_history(path: PathLike) -> pd.DataFrame:
     """A ``history.csv`` (epoch, train_loss, lr, optional val_* columns)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"training history {path} does not exist; run its training rule")
-    frame = pd.read_csv(path)
+    frame = _read_table(path, "training history")
     missing = [c for c in ("epoch", "train_loss") if c not in frame.columns]
     if missing:
         raise ValueError(
@@ -270,7 +278,7 @@ def runtime_table(benchmark_tsvs: Sequence[PathLike]) -> pd.DataFrame:
         raise ValueError("no benchmark files given")
     records = []
     for path in benchmark_tsvs:
-        frame = pd.read_csv(path, sep="\t", na_values=["-", "NA"])
+        frame = _read_table(path, "benchmark file", sep="\t", na_values=["-", "NA"])
         if "s" not in frame.columns or frame.empty:
             raise ValueError(f"benchmark file {path} has no 's' column or no rows; re-run its rule")
         rss = frame["max_rss"].mean() if "max_rss" in frame.columns else float("nan")

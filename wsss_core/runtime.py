@@ -8,6 +8,8 @@ import random
 import numpy as np
 import torch
 
+from wsss_core.cli import UserError
+
 
 def select_device(preference: str = "auto") -> torch.device:
     """Return the device to compute on: CUDA when present (``auto``), else CPU.
@@ -18,12 +20,14 @@ def select_device(preference: str = "auto") -> torch.device:
     if preference == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if preference.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(
+        raise UserError(
             f"device '{preference}' was asked for but CUDA is not available here; "
-            "set device: auto (or cpu) in the config"
+            "set the config key device to auto (or cpu), or run on a machine with a GPU"
         )
     if preference != "cpu" and not preference.startswith("cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got '{preference}'")
+        raise ValueError(
+            f"config key device: must be 'auto', 'cpu' or 'cuda[:N]', got '{preference}'"
+        )
     return torch.device(preference)
 
 

@@ -166,7 +166,7 @@ def sweep_thresholds(
     with CamReader(store_path) as reader:
         for image_id in tqdm(ids, desc="seed sweep", disable=not progress):
             maps, classes = reader.upsampled(image_id)
-            gt = load_gt_mask(data_root, image_id)
+            gt = load_gt_mask(data_root, image_id, num_classes=num_classes)
             if gt.shape != maps.shape[1:]:
                 raise ValueError(
                     f"{store_path}: maps of '{image_id}' are {maps.shape[1:]} but its ground truth "

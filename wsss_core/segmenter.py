@@ -228,7 +228,7 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 
 def save_segmenter(path: str | os.PathLike, model: DeepLabV3Plus, info: dict[str, Any]) -> None:
     """The trained model for inference: weights, architecture config, class names, mean/std."""
-    from wsss_core.checkpoint import save_checkpoint
+    from wsss_core.train.checkpoint import save_checkpoint
 
     cfg = model.cfg.to_dict()
     cfg["pretrained"] = False  # the weights are in the file; no hub or backbone file needed later
@@ -242,16 +242,32 @@ def load_segmenter(
 
     ``info`` holds ``model_config``, ``class_names``, ``mean``, ``std`` (and ``epochs``).
     """
-    from wsss_core.checkpoint import load_checkpoint
+    from wsss_core.train.checkpoint import load_checkpoint
 
-    state = load_checkpoint(path)
+    try:
+        state = load_checkpoint(path)
+    except Exception as err:  # noqa: BLE001 - an unreadable file, whatever torch raised
+        cause = " ".join(str(err.__cause__ or err).split())[:200]
+        raise ValueError(
+            f"segmenter file {path} is unreadable ({cause}); delete it and rerun the "
+            "train_segmenter rule"
+        ) from err
     if state is None:
         raise FileNotFoundError(f"segmenter {path} does not exist; run the train_segmenter rule")
     for key in ("state_dict", "model_config", "class_names", "mean", "std"):
-        if key not in state:
-            raise ValueError(f"{path} lacks '{key}': it was not written by train_segmenter")
+        if not isinstance(state, dict) or key not in state:
+            raise ValueError(
+                f"{path} lacks '{key}': it was not written by train_segmenter; delete it and "
+                "rerun the train_segmenter rule"
+            )
     model = build_segmenter(state["model_config"])
-    model.load_state_dict(state["state_dict"])
+    try:
+        model.load_state_dict(state["state_dict"])
+    except RuntimeError as err:
+        raise ValueError(
+            f"segmenter file {path} does not fit the model its config describes ({err}); "
+            "delete it and rerun the train_segmenter rule"
+        ) from err
     model.to(device).eval()
     info = {k: v for k, v in state.items() if k != "state_dict"}
     return model, info

@@ -7,9 +7,10 @@ L_bg_pos / 2 + L_fg_pos / 2 + L_neg on a_ij = exp(-mean|f_i - f_j|)
 (``wsss_core.affinity``). AdamW or SGD, poly learning-rate decay per step; the head learns
 at ``lr`` and, unless frozen, the backbone at ``lr * backbone_lr_mult``.
 
-After every epoch ``history.csv`` (epoch, train_loss, lr and the three loss parts) and
-``checkpoints/last.pt`` (model, optimiser, epoch, history, random generator states) are
-written, so a rerun continues where a killed run stopped and ends with the same weights.
+After every epoch ``history.csv`` (epoch, train_loss, lr and the three loss parts) and the
+checkpoint are written (``wsss_core.train.loop``): a rerun with the same config, seed,
+classifier, seeds and images continues where a killed run stopped and ends with the same
+weights.
 At the end ``affinity.pt`` holds the net (``wsss_core.affinity_net.load_affinity_net``).
 
 Config keys (the ``affinity.net`` section): the architecture keys of
@@ -21,15 +22,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
+import os
 import sys
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -41,22 +40,17 @@ from wsss_core.affinity_net import (
     AffinityNetConfig,
     save_affinity_net,
 )
-from wsss_core.checkpoint import load_checkpoint, save_checkpoint
-from wsss_core.runtime import seed_everything
-from wsss_core.schedules import poly
-from wsss_core.tables import write_table
-from wsss_core.train_classifier import restore_rng_states, rng_states
+from wsss_core.data.voc import VOCSegmentation
+from wsss_core.train.digest import InputFiles, dataset_files
+from wsss_core.train.loop import Fingerprint, epoch_loader, train_epochs
+from wsss_core.train.schedules import poly
+from wsss_core.train.settings import is_number
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "lr", "train_bg_pos_loss", "train_fg_pos_loss",
                    "train_neg_loss"]  # fmt: skip
-CHECKPOINT = Path("checkpoints") / "last.pt"
 MODEL_FILE = "affinity.pt"
 
 log = logging.getLogger(__name__)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -105,10 +99,10 @@ class AffinityTrainConfig:
             raise bad("radius", "at least 2 (radius 1 has no pairs)")
         if self.optimizer not in ("adamw", "sgd"):
             raise bad("optimizer", "'adamw' or 'sgd'")
-        if not _is_number(self.lr) or self.lr <= 0:
+        if not is_number(self.lr) or self.lr <= 0:
             raise bad("lr", "a positive number")
         for key in ("backbone_lr_mult", "weight_decay", "momentum", "poly_power", "jitter"):
-            if not _is_number(getattr(self, key)) or getattr(self, key) < 0:
+            if not is_number(getattr(self, key)) or getattr(self, key) < 0:
                 raise bad(key, "a non-negative number")
         if self.crop_size is not None and (
             isinstance(self.crop_size, bool) or not isinstance(self.crop_size, int)
@@ -170,17 +164,9 @@ def batch_loss(net: AffinityNet, images: torch.Tensor, seeds: torch.Tensor, radi
 
 
 def _loader(ds: Dataset, tc: AffinityTrainConfig, seed: int, epoch: int, device) -> DataLoader:
-    """Shuffled by a generator seeded with (seed, epoch): a resumed run draws the same order."""
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return DataLoader(
-        ds,
-        batch_size=tc.batch_size,
-        shuffle=True,
-        drop_last=len(ds) > tc.batch_size,
-        num_workers=tc.num_workers,
-        generator=generator,
-        pin_memory=torch.device(device).type == "cuda",
-    )
+    """The shuffled loader of one epoch."""
+    return epoch_loader(ds, tc.batch_size, seed, epoch, drop_last=len(ds) > tc.batch_size,
+                        num_workers=tc.num_workers, device=device)  # fmt: skip
 
 
 def train_one_epoch(
@@ -222,9 +208,11 @@ def train_one_epoch(
     return row
 
 
-def _fingerprint(cfg: Mapping[str, Any], seed: int, num_train: int) -> dict:
-    return {"config": json.loads(json.dumps(dict(cfg), sort_keys=True, default=str)),
-            "seed": seed, "num_train": num_train}  # fmt: skip
+def input_files(dataset: VOCSegmentation, classifier: str | os.PathLike | None) -> InputFiles:
+    """What the AffinityNet learns from: the images and seed masks of ``dataset`` and, when
+    its backbone is the classifier, the classifier file it starts from."""
+    files = dataset_files(dataset.root, dataset.ids, masks=True, mask_dir=dataset.mask_dir)
+    return {**files, "classifier": [classifier] if classifier is not None else []}
 
 
 def train(
@@ -236,78 +224,34 @@ def train(
     device: torch.device | str,
     seed: int = 0,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    inputs: InputFiles | None = None,
 ) -> list[dict]:
     """Train ``net`` on ``train_ds`` (items (image [3, S, S], seed mask [S, S])); resume from
-    ``out_dir/checkpoints/last.pt`` when present. Writes ``history.csv`` and the checkpoint
-    every epoch and ``affinity.pt`` at the end. ``on_epoch_end(epoch, row)`` runs after each
-    epoch's checkpoint (raising there stops the run the way a kill does). Returns the history.
+    ``out_dir/checkpoints/last.pt`` when it was written with the same ``cfg``, ``seed`` and
+    ``inputs`` (``input_files``; None for data held in memory). Writes ``history.csv`` and the
+    checkpoint every epoch and ``affinity.pt`` at the end. ``on_epoch_end(epoch, row)`` runs
+    after each epoch's checkpoint (raising there stops the run the way a kill does). Returns
+    the history.
     """
     _, tc = split_config(cfg)
     device = torch.device(device)
     out_dir = Path(out_dir)
     if len(train_ds) == 0:
         raise ValueError("the affinity training set is empty; check the split and seed folder")
-
-    seed_everything(seed)
     net.to(device)
     optimizer = build_optimizer(net, tc)
+    fingerprint = Fingerprint.of(cfg, seed, inputs or {})
     steps_per_epoch = len(_loader(train_ds, tc, seed, 0, device))
-    total_steps = tc.epochs * steps_per_epoch
-    fingerprint = _fingerprint(cfg, seed, len(train_ds))
 
-    checkpoint_path = out_dir / CHECKPOINT
-    history: list[dict] = []
-    start_epoch = 0
-    state = load_checkpoint(checkpoint_path, map_location="cpu")
-    if state is not None:
-        if state.get("fingerprint") != fingerprint:
-            raise RuntimeError(
-                f"checkpoint {checkpoint_path} was written by a run with another config, seed "
-                "or dataset; delete it to restart training"
-            )
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        history = list(state["history"])
-        start_epoch = int(state["epoch"])
-        restore_rng_states(state["rng"])
-        log.info("resuming from %s after epoch %d/%d", checkpoint_path, start_epoch, tc.epochs)
-
-    for epoch in range(start_epoch, tc.epochs):
-        started = time.perf_counter()
-        row = train_one_epoch(
-            net,
-            _loader(train_ds, tc, seed, epoch, device),
-            optimizer,
-            tc,
-            device,
-            first_step=epoch * steps_per_epoch,
-            total_steps=total_steps,
+    def run_epoch(epoch: int) -> dict[str, float]:
+        return train_one_epoch(
+            net, _loader(train_ds, tc, seed, epoch, device), optimizer, tc, device,
+            first_step=epoch * steps_per_epoch, total_steps=tc.epochs * steps_per_epoch,
             desc=f"epoch {epoch + 1}/{tc.epochs}",
-        )
-        row = {"epoch": epoch + 1, **row}
-        history.append(row)
-        save_checkpoint(
-            checkpoint_path,
-            {
-                "model": net.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch + 1,
-                "history": history,
-                "rng": rng_states(),
-                "fingerprint": fingerprint,
-            },
-        )
-        write_table(pd.DataFrame(history, columns=HISTORY_COLUMNS), out_dir / "history.csv")
-        log.info(
-            "epoch %d/%d: loss %.4f (bg+ %.4f, fg+ %.4f, neg %.4f), lr %.2e (%.1f s)",
-            epoch + 1, tc.epochs, row["train_loss"], row["train_bg_pos_loss"],
-            row["train_fg_pos_loss"], row["train_neg_loss"], row["lr"],
-            time.perf_counter() - started,
         )  # fmt: skip
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, row)
 
-    write_table(pd.DataFrame(history, columns=HISTORY_COLUMNS), out_dir / "history.csv")
+    history = train_epochs(net, optimizer, fingerprint, tc.epochs, run_epoch, out_dir,
+                           HISTORY_COLUMNS, on_epoch_end, log)  # fmt: skip
     extra = {"train_config": json.loads(json.dumps(dict(cfg), default=str)), "radius": tc.radius,
              "seed": seed}  # fmt: skip
     save_affinity_net(out_dir / MODEL_FILE, net, net_info, extra)
@@ -325,4 +269,3 @@ def effective_crop_size(tc: AffinityTrainConfig, net_info: Mapping[str, Any]) ->
             "input size to default to)"
         )
     return int(net_info["input_size"])
-

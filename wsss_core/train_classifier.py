@@ -5,9 +5,9 @@ value as PyTorch's multi-label soft-margin loss). Optimiser: AdamW or SGD with
 momentum, the new head at ``head_lr_mult`` times the backbone rate, no weight decay
 on biases, norms, position embedding and CLS token. The rate follows a linear
 warm-up and a cosine decay per step. After every epoch the validation scores are
-appended to ``history.csv`` and ``checkpoints/last.pt`` holds the model, optimiser,
-epoch, history and every random generator state, so a rerun continues where the
-killed run stopped and ends with the same weights as an uninterrupted run.
+appended to ``history.csv`` and the checkpoint is written (``wsss_core.train.loop``): a
+rerun with the same config, seed, label tables and images continues where the killed run
+stopped and ends with the same weights as an uninterrupted run.
 
 Config keys read here (the ``classifier`` section; defaults in ``TrainConfig``):
 ``optimizer``, ``lr``, ``head_lr_mult``, ``weight_decay``, ``momentum``,
@@ -20,10 +20,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
+import os
 import sys
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -37,16 +36,16 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from wsss_core.atomic import write_text
-from wsss_core.checkpoint import load_checkpoint, save_checkpoint
 from wsss_core.classification_metrics import f1_at, per_class_average_precision
 from wsss_core.classifier import ClassifierConfigError, save_classifier
-from wsss_core.runtime import seed_everything
-from wsss_core.schedules import warmup_cosine
 from wsss_core.tables import write_table
+from wsss_core.train.digest import InputFiles, dataset_files
+from wsss_core.train.loop import Fingerprint, epoch_loader, train_epochs
+from wsss_core.train.schedules import warmup_cosine
+from wsss_core.train.settings import is_number
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "lr", "val_loss", "val_mAP", "val_F1"]
 F1_THRESHOLD = 0.5
-CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
 @dataclass(frozen=True)
@@ -90,19 +89,15 @@ class TrainConfig:
         if self.num_workers < 0:
             raise bad("num_workers", "a non-negative integer")
         for key in ("lr", "head_lr_mult"):
-            if not _is_number(getattr(self, key)) or getattr(self, key) <= 0:
+            if not is_number(getattr(self, key)) or getattr(self, key) <= 0:
                 raise bad(key, "a positive number")
         for key in ("weight_decay", "momentum", "warmup_epochs", "min_lr_factor"):
-            if not _is_number(getattr(self, key)) or getattr(self, key) < 0:
+            if not is_number(getattr(self, key)) or getattr(self, key) < 0:
                 raise bad(key, "a non-negative number")
         if self.min_lr_factor > 1:
             raise bad("min_lr_factor", "between 0 and 1")
-        if self.grad_clip is not None and (not _is_number(self.grad_clip) or self.grad_clip <= 0):
+        if self.grad_clip is not None and (not is_number(self.grad_clip) or self.grad_clip <= 0):
             raise bad("grad_clip", "null or a positive number")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # --------------------------------------------------------------------------------------
@@ -145,47 +140,16 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, base_lr: float, factor: 
 
 
 # --------------------------------------------------------------------------------------
-# Random generator states (restored on resume)
-
-
-def rng_states() -> dict[str, Any]:
-    states = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def restore_rng_states(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-# --------------------------------------------------------------------------------------
 # Epochs
 
 
 def _loader(
     ds: Dataset, tc: TrainConfig, shuffle: bool, seed: int, epoch: int, device: torch.device
 ) -> DataLoader:
-    """Shuffled with a generator seeded by (seed, epoch), so a resumed run draws the same order
-    (the generator also seeds the workers)."""
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return DataLoader(
-        ds,
-        batch_size=tc.batch_size,
-        shuffle=shuffle,
-        drop_last=shuffle and len(ds) > tc.batch_size,
-        num_workers=tc.num_workers,
-        generator=generator,
-        pin_memory=device.type == "cuda",
-    )
+    """The training (shuffled) or validation loader of one epoch."""
+    drop_last = shuffle and len(ds) > tc.batch_size
+    return epoch_loader(ds, tc.batch_size, seed, epoch, shuffle=shuffle, drop_last=drop_last,
+                        num_workers=tc.num_workers, device=device)  # fmt: skip
 
 
 def _batch(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -342,21 +306,16 @@ def metrics_table(ev: Evaluation, class_names: list[str]) -> pd.DataFrame:
     return pd.concat([df, pd.DataFrame([means])], ignore_index=True)
 
 
-def write_history(path: Path, history: list[dict]) -> None:
-    write_table(pd.DataFrame(history, columns=HISTORY_COLUMNS), path)
-
-
 # --------------------------------------------------------------------------------------
 # The training run
 
 
-def _resume_fingerprint(cfg: dict, seed: int, num_train: int, num_val: int) -> dict:
-    return {
-        "config": json.loads(json.dumps(cfg, sort_keys=True, default=str)),
-        "seed": seed,
-        "num_train": num_train,
-        "num_val": num_val,
-    }
+def input_files(
+    data_root: str | os.PathLike, ids: Iterable[str], label_tables: Sequence[str | os.PathLike]
+) -> dict[str, list[Path]]:
+    """What the classifier learns from: the label tables and the images of both splits."""
+    return {"label_tables": [Path(t) for t in label_tables],
+            **dataset_files(data_root, sorted(set(ids)))}  # fmt: skip
 
 
 def train(
@@ -370,9 +329,12 @@ def train(
     seed: int = 0,
     class_names: list[str] | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    inputs: InputFiles | None = None,
 ) -> dict:
     """Train ``model`` on ``train_ds`` (items (image, 0/1 targets[K], ...)), validating on
-    ``val_ds`` after each epoch; resume from ``out_dir/checkpoints/last.pt`` when present.
+    ``val_ds`` after each epoch; resume from ``out_dir/checkpoints/last.pt`` when it was
+    written with the same ``cfg``, ``seed`` and ``inputs`` (the files the datasets read,
+    ``input_files``; None for data held in memory).
 
     Writes ``history.csv`` and the checkpoint every epoch, and at the end ``model.pt``
     (``save_classifier``), ``metrics.json`` and ``val_metrics.csv``. ``on_epoch_end(epoch,
@@ -382,6 +344,38 @@ def train(
     tc = TrainConfig.from_dict(cfg)
     device = torch.device(device)
     out_dir = Path(out_dir)
+    class_names = _checked_class_names(model, train_ds, val_ds, class_names)
+    model.to(device)
+    optimizer = build_optimizer(model, tc)
+    fingerprint = Fingerprint.of(cfg, seed, inputs or {})
+    steps_per_epoch = len(_loader(train_ds, tc, True, seed, 0, device))
+    warmup_steps = round(tc.warmup_epochs * steps_per_epoch)
+    evaluations: list[Evaluation] = []
+
+    def validate() -> Evaluation:
+        return evaluate(model, _loader(val_ds, tc, False, seed, 0, device), device, seed)
+
+    def run_epoch(epoch: int) -> dict[str, float]:
+        train_loss, lr = train_one_epoch(
+            model, _loader(train_ds, tc, True, seed, epoch, device), optimizer, tc, device,
+            first_step=epoch * steps_per_epoch, total_steps=tc.epochs * steps_per_epoch,
+            warmup_steps=warmup_steps, desc=f"epoch {epoch + 1}/{tc.epochs}",
+        )  # fmt: skip
+        evaluations.append(ev := validate())
+        return {"train_loss": train_loss, "lr": lr, "val_loss": ev.loss,
+                "val_mAP": ev.mean_ap, "val_F1": ev.macro_f1}  # fmt: skip
+
+    train_epochs(model, optimizer, fingerprint, tc.epochs, run_epoch, out_dir, HISTORY_COLUMNS,
+                 on_epoch_end, log)  # fmt: skip
+    # resumed after the last epoch: only the outputs are missing
+    final = evaluations[-1] if evaluations else validate()
+    return _write_outputs(model, final, cfg, class_names, len(val_ds), out_dir, log)
+
+
+def _checked_class_names(
+    model: nn.Module, train_ds: Dataset, val_ds: Dataset, class_names: list[str] | None
+) -> list[str]:
+    """The class names (given, else the training set's); both sets must be non-empty."""
     class_names = list(class_names or getattr(train_ds, "class_names", None) or [])
     if len(class_names) != model.num_classes:
         raise ValueError(
@@ -391,88 +385,23 @@ def train(
     for name, ds in (("training", train_ds), ("validation", val_ds)):
         if len(ds) == 0:
             raise ValueError(f"the {name} set is empty; check the split files of the dataset")
+    return class_names
 
-    seed_everything(seed)
-    model.to(device)
-    optimizer = build_optimizer(model, tc)
-    steps_per_epoch = len(_loader(train_ds, tc, True, seed, 0, device))
-    total_steps = tc.epochs * steps_per_epoch
-    warmup_steps = round(tc.warmup_epochs * steps_per_epoch)
-    fingerprint = _resume_fingerprint(cfg, seed, len(train_ds), len(val_ds))
 
-    checkpoint_path = out_dir / CHECKPOINT
-    history: list[dict] = []
-    start_epoch = 0
-    state = load_checkpoint(checkpoint_path, map_location="cpu")
-    if state is not None:
-        if state.get("fingerprint") != fingerprint:
-            raise RuntimeError(
-                f"checkpoint {checkpoint_path} was written by a run with another config, seed "
-                "or dataset; delete it to restart training"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        history = list(state["history"])
-        start_epoch = int(state["epoch"])
-        restore_rng_states(state["rng"])
-        log.info("resuming from %s after epoch %d/%d", checkpoint_path, start_epoch, tc.epochs)
-
-    final: Evaluation | None = None
-    for epoch in range(start_epoch, tc.epochs):
-        started = time.perf_counter()
-        train_loss, lr = train_one_epoch(
-            model,
-            _loader(train_ds, tc, True, seed, epoch, device),
-            optimizer,
-            tc,
-            device,
-            first_step=epoch * steps_per_epoch,
-            total_steps=total_steps,
-            warmup_steps=warmup_steps,
-            desc=f"epoch {epoch + 1}/{tc.epochs}",
-        )
-        final = evaluate(model, _loader(val_ds, tc, False, seed, 0, device), device, seed)
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": train_loss,
-            "lr": lr,
-            "val_loss": final.loss,
-            "val_mAP": final.mean_ap,
-            "val_F1": final.macro_f1,
-        }
-        history.append(row)
-        save_checkpoint(
-            checkpoint_path,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch + 1,
-                "history": history,
-                "rng": rng_states(),
-                "fingerprint": fingerprint,
-            },
-        )
-        write_history(out_dir / "history.csv", history)
-        log.info(
-            "epoch %d/%d: train loss %.4f, val loss %.4f, val mAP %.4f, val F1 %.4f (%.1f s)",
-            epoch + 1,
-            tc.epochs,
-            train_loss,
-            final.loss,
-            final.mean_ap,
-            final.macro_f1,
-            time.perf_counter() - started,
-        )
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, row)
-
-    if final is None:  # resumed after the last epoch: only the outputs are missing
-        write_history(out_dir / "history.csv", history)
-        final = evaluate(model, _loader(val_ds, tc, False, seed, 0, device), device, seed)
+def _write_outputs(
+    model: nn.Module,
+    final: Evaluation,
+    cfg: dict[str, Any],
+    class_names: list[str],
+    num_val: int,
+    out_dir: Path,
+    log: logging.Logger | Any,
+) -> dict:
+    """Write metrics.json, val_metrics.csv and model.pt; return the metrics."""
     skipped = [n for n, ap in zip(class_names, final.ap, strict=True) if not math.isfinite(ap)]
     if skipped:
         log.warning("val mAP skips classes without a positive image: %s", ", ".join(skipped))
-    metrics = metrics_dict(final, class_names, tc.epochs, len(val_ds))
+    metrics = metrics_dict(final, class_names, TrainConfig.from_dict(cfg).epochs, num_val)
     write_table(metrics_table(final, class_names), out_dir / "val_metrics.csv")
     write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     save_classifier(out_dir / "model.pt", model, cfg, class_names)

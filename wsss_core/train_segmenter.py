@@ -4,18 +4,16 @@ One config mapping (the ``segmenter.net`` section) holds the architecture keys o
 ``SegmenterConfig`` and the training keys of ``TrainConfig``; any other key is an
 error that names it. The learning rate decays per step with the poly schedule
 (DeepLab's (1 - step/total)^0.9); the backbone runs at ``backbone_lr_mult`` times
-the head's rate. A checkpoint is written after every epoch; every epoch reseeds
-all generators from (seed, epoch), so a run resumed after a kill ends with the
-same weights as an uninterrupted one.
+the head's rate. A checkpoint is written after every epoch (``wsss_core.train.loop``):
+a rerun with the same config, seed, pseudo masks, images and backbone file ends with
+the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -23,21 +21,17 @@ from typing import Any
 
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from wsss_core.checkpoint import load_checkpoint, save_checkpoint
 from wsss_core.data.voc import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     VOCSegmentation,
-    image_path,
     mask_path,
     read_class_names,
     train_transform,
 )
 from wsss_core.runtime import seed_everything
-from wsss_core.schedules import poly
 from wsss_core.segmenter import (
     DeepLabV3Plus,
     SegmenterConfig,
@@ -45,13 +39,14 @@ from wsss_core.segmenter import (
     save_segmenter,
     segmentation_loss,
 )
-from wsss_core.tables import write_table
+from wsss_core.train.digest import InputFiles, dataset_files
+from wsss_core.train.loop import Fingerprint, epoch_loader, train_epochs
+from wsss_core.train.schedules import poly
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoints/last.pt"
 MODEL_NAME = "segmenter.pt"
-HISTORY_NAME = "history.csv"
+HISTORY_COLUMNS = ["epoch", "train_loss", "lr"]
 
 
 @dataclass
@@ -113,11 +108,6 @@ def parse_config(cfg: dict[str, Any], num_classes: int) -> tuple[SegmenterConfig
     return net, train
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of one epoch: every epoch's randomness depends on (seed, epoch) only."""
-    return (seed * 1_000_003 + epoch) % (2**63)
-
-
 def make_optimizer(model: DeepLabV3Plus, cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD (momentum) or AdamW with two groups: backbone at lr * backbone_lr_mult, head at lr."""
     groups = [
@@ -149,18 +139,13 @@ def check_masks_present(dataset: VOCSegmentation) -> None:
         )
 
 
-def data_digest(dataset: VOCSegmentation) -> str:
-    """SHA-1 over the ids, the bytes of their masks and the sizes of their images.
-
-    A checkpoint is resumed only when this matches: new pseudo masks (an upstream rule
-    rerun) or another dataset restart training instead of reusing stale weights.
-    """
-    digest = hashlib.sha1()
-    for image_id in dataset.ids:
-        digest.update(image_id.encode())
-        digest.update(mask_path(dataset.root, image_id, dataset.mask_dir).read_bytes())
-        digest.update(str(image_path(dataset.root, image_id).stat().st_size).encode())
-    return digest.hexdigest()
+def input_files(dataset: VOCSegmentation, net_cfg: SegmenterConfig) -> InputFiles:
+    """What the segmenter learns from: the pseudo masks and images of ``dataset`` and the
+    backbone weights file when ``pretrained`` names one."""
+    files = dataset_files(dataset.root, dataset.ids, masks=True, mask_dir=dataset.mask_dir)
+    weights = net_cfg.pretrained
+    backbone = [weights] if isinstance(weights, str) and weights != "hub" else []
+    return {**files, "backbone": backbone}
 
 
 def train_one_epoch(
@@ -212,8 +197,8 @@ def train_segmenter(
     """Train on ``<mask_dir>/<id>.png`` for the ids of ``split``; write into ``out_dir``.
 
     Writes ``checkpoints/last.pt`` and ``history.csv`` (epoch, train_loss, lr) after each
-    epoch and ``segmenter.pt`` at the end. A checkpoint from a different config, seed,
-    split or masks (``data_digest``) is not resumed from (training restarts, with a warning).
+    epoch and ``segmenter.pt`` at the end. A checkpoint of another config, seed, split,
+    masks, images or backbone file (``input_files``) is set aside and training restarts.
     """
     device = torch.device(device)
     out_dir = Path(out_dir)
@@ -234,85 +219,26 @@ def train_segmenter(
             f"({cfg.batch_size}); lower the batch size"
         )
     steps_per_epoch = len(dataset) // cfg.batch_size  # drop_last: batch norm needs > 1 sample
-    total_steps = cfg.epochs * steps_per_epoch
 
-    seed_everything(seed)
+    seed_everything(seed)  # the initial weights are drawn from the seed
     model = build_segmenter(net_cfg).to(device)
     optimizer = make_optimizer(model, cfg)
-    fingerprint = {
-        "net": net_cfg.to_dict(),
-        "train": asdict(cfg),
-        "seed": seed,
-        "split": split,
-        "data": data_digest(dataset),
-    }
-    start_epoch, history = _resume(out_dir / CHECKPOINT_NAME, fingerprint, model, optimizer)
+    settings = {"net": net_cfg.to_dict(), "train": asdict(cfg), "split": split}
+    fingerprint = Fingerprint.of(settings, seed, input_files(dataset, net_cfg))
 
-    for epoch in range(start_epoch, cfg.epochs):
-        started = time.perf_counter()
-        seed_everything(epoch_seed(seed, epoch))
-        loader = DataLoader(
-            dataset,
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            drop_last=True,
-            num_workers=cfg.num_workers,
-            generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)),
-            pin_memory=device.type == "cuda",
-        )
+    def run_epoch(epoch: int) -> dict[str, float]:
+        loader = epoch_loader(dataset, cfg.batch_size, seed, epoch, drop_last=True,
+                              num_workers=cfg.num_workers, device=device)  # fmt: skip
         batches = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show_progress)
-        loss, lr = train_one_epoch(
-            model, batches, optimizer, epoch * steps_per_epoch, total_steps, cfg.poly_power, device
-        )
-        row = {"epoch": epoch + 1, "train_loss": loss, "lr": lr}
-        history.append(row)
-        save_checkpoint(
-            out_dir / CHECKPOINT_NAME,
-            {
-                "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "history": history,
-                "fingerprint": fingerprint,
-            },
-        )
-        write_table(pd.DataFrame(history), out_dir / HISTORY_NAME)
-        log.info(
-            "epoch %d/%d: train_loss %.4f, lr %.3g (%.1f s)",
-            epoch + 1,
-            cfg.epochs,
-            row["train_loss"],
-            lr,
-            time.perf_counter() - started,
-        )
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, row)
+        first, total = epoch * steps_per_epoch, cfg.epochs * steps_per_epoch
+        loss, lr = train_one_epoch(model, batches, optimizer, first, total, cfg.poly_power, device)
+        return {"train_loss": loss, "lr": lr}
 
-    history_df = pd.DataFrame(history, columns=["epoch", "train_loss", "lr"])
-    write_table(history_df, out_dir / HISTORY_NAME)
+    history = train_epochs(model, optimizer, fingerprint, cfg.epochs, run_epoch, out_dir,
+                           HISTORY_COLUMNS, on_epoch_end, log)  # fmt: skip
     model_path = out_dir / MODEL_NAME
     info = {"class_names": class_names, "mean": list(cfg.mean), "std": list(cfg.std)}
     save_segmenter(model_path, model, {**info, "epochs": cfg.epochs, "train_config": asdict(cfg)})
     model.eval()
+    history_df = pd.DataFrame(history, columns=HISTORY_COLUMNS)
     return TrainResult(model=model, history=history_df, model_path=model_path)
-
-
-def _resume(
-    path: Path,
-    fingerprint: dict[str, Any],
-    model: DeepLabV3Plus,
-    optimizer: torch.optim.Optimizer,
-) -> tuple[int, list[dict[str, float]]]:
-    """Load the last checkpoint when it belongs to this run: (epochs done, history)."""
-    state = load_checkpoint(path)
-    if state is None:
-        return 0, []
-    if state.get("fingerprint") != fingerprint:
-        log.warning(
-            "%s was written with another config, seed or dataset; training from scratch", path
-        )
-        return 0, []
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    log.info("resuming from %s after epoch %d", path, state["epoch"])
-    return int(state["epoch"]), list(state["history"])

@@ -93,7 +93,7 @@ def walk_ceiling(
             raise ValueError(f"{store_path}: no image ids to evaluate")
         for image_id in tqdm(ids, desc="walk ceiling", disable=not progress):
             maps, classes = reader.upsampled(image_id)
-            gt = load_gt_mask(data_root, image_id)
+            gt = load_gt_mask(data_root, image_id, num_classes=num_classes)
             with torch.no_grad():
                 features = image_features(net, load_image(data_root, image_id), net_info, device)
             for stage, mask in ceiling_masks(maps, classes, gt, features, walk).items():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import json
 import logging
 import os
 import re
@@ -410,12 +411,46 @@ def _plan_member(
     return member.replace(name=name, linkname=linkname, deep=False)
 
 
+# Written into an extraction (with ``stamp=True``) just before it is renamed into place: which
+# archive it came from. A folder without it, or with another archive's, is no finished extraction
+# of this archive (Snakemake creates the parent folders of a rule's outputs before the rule runs,
+# so a folder that merely exists proves nothing).
+EXTRACTION_STAMP = ".wsss-extracted.json"
+
+
+def _archive_identity(archive: Path, strip_prefix: str | None) -> dict:
+    info = archive.stat()
+    return {
+        "archive": archive.name,
+        "size": info.st_size,
+        "mtime_ns": info.st_mtime_ns,
+        "strip_prefix": strip_prefix or "",
+    }
+
+
+def is_extracted(
+    archive: str | os.PathLike, target_dir: str | os.PathLike, strip_prefix: str | None = None
+) -> bool:
+    """True when ``target_dir`` is a finished ``safe_extract(..., stamp=True)`` of ``archive``
+    (same name, size and modification time, same prefix)."""
+    stamp = Path(target_dir) / EXTRACTION_STAMP
+    archive = Path(archive)
+    if not stamp.is_file() or not archive.is_file():
+        return False
+    try:
+        found = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return False
+    return found == _archive_identity(archive, strip_prefix)
+
+
 def safe_extract(
     archive: str | os.PathLike,
     target_dir: str | os.PathLike,
     strip_prefix: str | None = None,
     *,
     progress: bool = True,
+    stamp: bool = False,
 ) -> Path:
     """Extract a tar (plain, gzip, bz2, xz) archive into ``target_dir``, safely and atomically.
 
@@ -425,7 +460,8 @@ def safe_extract(
     replaces it when complete, so a killed extraction never looks finished.
     Refused members (``UnsafeArchiveError``, naming the member): absolute
     paths, ``..`` components, symlinks or hard links resolving outside the
-    target, device files and pipes.
+    target, device files and pipes. ``stamp`` writes ``EXTRACTION_STAMP`` into the finished
+    extraction, so that ``is_extracted`` recognises it later.
     """
     archive = Path(archive)
     target = Path(target_dir)
@@ -457,6 +493,9 @@ def safe_extract(
                     f"archive {archive} has no members{where}; check that it is the right "
                     "archive (and the strip prefix)"
                 )
+            if stamp:
+                identity = _archive_identity(archive, strip_prefix)
+                (Path(tmp) / EXTRACTION_STAMP).write_text(json.dumps(identity) + "\n")
     except (tarfile.ReadError, EOFError, zlib.error, gzip.BadGzipFile) as err:
         raise ValueError(
             f"archive {archive} is truncated or not a tar archive ({err}); delete it and "
@@ -474,7 +513,9 @@ __all__ = [
     "ChecksumError",
     "DownloadError",
     "UnsafeArchiveError",
+    "EXTRACTION_STAMP",
     "download",
     "file_digests",
+    "is_extracted",
     "safe_extract",
 ]

@@ -68,6 +68,32 @@ def labels_from_voc_xml(xml_path: str | os.PathLike, class_names: Sequence[str])
     return present
 
 
+def _missing_mask_fix(root: Path, split: str, path: Path) -> str:
+    """What to do about a missing mask: the dataset was made by a rule (make_synthetic,
+    prepare_voc) or given ready (data.voc2012.prepared: true), which no rule rebuilds."""
+    rebuild = (
+        "a dataset the workflow made is rebuilt with snakemake --forcerun make_synthetic "
+        "(or prepare_voc)"
+    )
+    if split == "train_aug" and not (root / "SegmentationClassAug").is_dir():
+        return (
+            f"{root / 'SegmentationClassAug'} (the masks of train_aug) is missing: for a tree "
+            "given with data.voc2012.prepared: true, build it with workflow_scripts/"
+            "prepare_voc.py from the VOC and SBD archives or copy it there, or set prepared: "
+            f"false to download and prepare the tree; {rebuild}"
+        )
+    if not path.parent.is_dir():
+        return (
+            f"the folder {path.parent} is missing: for a tree given with data.voc2012.prepared: "
+            f"true, copy {path.parent.name}/ there from VOCtrainval_11-May-2012.tar (or set "
+            f"prepared: false to download and prepare the tree); {rebuild}"
+        )
+    return (
+        f"add the mask, or remove '{path.stem}' from the split list of '{split}'; {rebuild} "
+        "(or use a split whose images all have masks)"
+    )
+
+
 def build_label_table(
     root: str | os.PathLike,
     split: str,
@@ -97,8 +123,8 @@ def build_label_table(
             path = mask_path(root, image_id)
             if not path.is_file():
                 raise FileNotFoundError(
-                    f"split '{split}' lists {image_id} but mask {path} is missing; re-run the "
-                    "data rule (or use a split whose images all have masks)"
+                    f"split '{split}' lists {image_id} but mask {path} is missing; "
+                    f"{_missing_mask_fix(root, split, path)}"
                 )
             rows[i] = labels_from_mask(load_mask(path), len(names), source=path)
         else:

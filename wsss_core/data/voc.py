@@ -131,27 +131,70 @@ def read_class_names(root: str | os.PathLike) -> list[str]:
     return names
 
 
+def _fix_dataset_file(root: str | os.PathLike, image_id: str) -> str:
+    """What to do about a missing or corrupt file of a dataset root, for error messages."""
+    lists = Path(root) / "ImageSets" / "Segmentation"
+    return (
+        f"replace it (re-run the data rule for a dataset the workflow made), or remove "
+        f"'{image_id}' from the split lists in {lists} and rerun"
+    )
+
+
 def load_image(root: str | os.PathLike, image_id: str) -> np.ndarray:
-    """The RGB image of ``image_id`` as uint8 [H, W, 3]."""
+    """The RGB image of ``image_id`` as uint8 [H, W, 3].
+
+    A missing or unreadable file (truncated, not an image) is an error that names it.
+    """
     path = image_path(root, image_id)
     if not path.is_file():
-        raise FileNotFoundError(f"image {path} not found; re-run the data rule")
+        raise FileNotFoundError(
+            f"image {path} not found; re-run the data rule, or remove '{image_id}' from the "
+            f"split lists in {Path(root) / 'ImageSets' / 'Segmentation'}"
+        )
     try:
         with Image.open(path) as image:
             return np.array(image.convert("RGB"), dtype=np.uint8)
-    except (OSError, SyntaxError) as err:
-        raise ValueError(f"cannot read image {path} ({err}); re-run the data rule") from err
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(
+            f"cannot read image {path}: it is unreadable ({err}); "
+            f"{_fix_dataset_file(root, image_id)}"
+        ) from err
+
+
+def check_mask_labels(mask: np.ndarray, num_classes: int, path: str | os.PathLike) -> np.ndarray:
+    """``mask`` itself when every label is a class 0..num_classes-1 or 255 (ignore); else a
+    ValueError naming the file ``path`` and the unknown labels."""
+    values = np.unique(mask)
+    bad = values[(values >= num_classes) & (values != IGNORE_INDEX)]
+    if bad.size:
+        raise ValueError(
+            f"mask {path} holds label(s) {bad.tolist()[:5]} that are neither a class "
+            f"(0..{num_classes - 1}, background and the classes of classes.txt) nor ignore "
+            f"({IGNORE_INDEX}); fix or replace the mask, or correct classes.txt"
+        )
+    return mask
 
 
 def load_gt_mask(
-    root: str | os.PathLike, image_id: str, mask_dir: str | os.PathLike | None = None
+    root: str | os.PathLike,
+    image_id: str,
+    mask_dir: str | os.PathLike | None = None,
+    num_classes: int | None = None,
 ) -> np.ndarray:
-    """The label mask of ``image_id`` as uint8 [H, W] (ground truth, or from ``mask_dir``)."""
+    """The label mask of ``image_id`` as uint8 [H, W] (ground truth, or from ``mask_dir``).
+
+    With ``num_classes`` (C, background included) a label other than 0..C-1 and 255 is an
+    error naming the file.
+    """
     path = mask_path(root, image_id, mask_dir)
     if not path.is_file():
-        what = "the rule that writes these masks" if mask_dir is not None else "the data rule"
-        raise FileNotFoundError(f"mask {path} not found; re-run {what}")
-    return load_mask(path)
+        if mask_dir is not None:
+            raise FileNotFoundError(
+                f"mask {path} not found; re-run the rule that writes {mask_dir}"
+            )
+        raise FileNotFoundError(f"mask {path} not found; {_fix_dataset_file(root, image_id)}")
+    mask = load_mask(path)
+    return mask if num_classes is None else check_mask_labels(mask, num_classes, path)
 
 
 # --------------------------------------------------------------------------------------
