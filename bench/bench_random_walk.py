@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from wsss_core.affinity import random_walk, random_walk_dense
+from wsss_core.walk.walk import random_walk, random_walk_dense
 
 WALKS = {"sparse": random_walk, "dense": random_walk_dense}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}

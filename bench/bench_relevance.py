@@ -23,7 +23,8 @@ import time
 import timm
 import torch
 
-from wsss_core.relevance import METHODS, explain
+from wsss_core.cams.methods import METHODS
+from wsss_core.cams.relevance import explain
 from wsss_core.runtime import select_device, set_threads
 
 CLASSES = (3, 7, 11)

@@ -1,8 +1,5 @@
-# Stage 2: class-specific relevance maps (transformer attribution and its baselines),
+# Stage: class-specific relevance maps (transformer attribution and its baselines),
 # scattered over shards, gathered into one HDF5 store per method, scored as seeds.
-
-CAMS_CFG = config["cams"]
-
 
 rule extract_cams:
     input:
@@ -12,14 +9,9 @@ rule extract_cams:
     output:
         temp(f"{RES}/cams/shards/{{method}}/{{scatteritem}}.h5"),
     params:
-        shard=lambda w: int(w.scatteritem.split("-of-")[0]) - 1,
-        num_shards=lambda w: int(w.scatteritem.split("-of-")[1]),
-        cams=settings(
-            scales=" ".join(str(s) for s in CAMS_CFG["scales"]),
-            flip="--flip" if CAMS_CFG["flip"] else "",
-            start_layer=CAMS_CFG["start_layer"],
-            device=config["device"],
-        ),
+        shards=shard_args,
+        cfg=section("cams", "scales", "flip", "start_layer"),
+        device=config["device"],
     log:
         log_path("extract_cams", "{method}/{scatteritem}"),
     benchmark:
@@ -30,12 +22,10 @@ rule extract_cams:
     resources:
         **gpu_resources("extract_cams"),
     shell:
-        "{PY} workflow_scripts/extract_cams.py --classifier {input.model} "
-        "--data-root {DATA_ROOT} --labels {input.labels} --method {wildcards.method} "
-        "--shard {params.shard} --num-shards {params.num_shards} --scales {params.cams[scales]} "
-        "{params.cams[flip]} --start-layer {params.cams[start_layer]} "
-        "--device {params.cams[device]} "
-        "--threads {threads} --out {output} " + TO_LOG
+        "$PY workflow_scripts/extract_cams.py --classifier {input.model} "
+        "--data-root {input.data} --labels {input.labels} --method {wildcards.method} "
+        "{params.shards} --config-json {params.cfg} --device {params.device} "
+        "--threads {threads} --out {output} --log {log}"
 
 
 rule gather_cams:
@@ -53,7 +43,7 @@ rule gather_cams:
     resources:
         **gpu_resources("gather_cams"),
     shell:
-        "{PY} workflow_scripts/gather_cams.py --shards {input} --out {output} " + TO_LOG
+        "$PY workflow_scripts/gather_cams.py --shards {input} --out {output} --log {log}"
 
 
 rule eval_cams:
@@ -66,8 +56,7 @@ rule eval_cams:
         sweep=f"{TABLES}/cams_{{method}}_sweep.csv",
         summary=f"{TABLES}/cams_{{method}}_summary.csv",
     params:
-        mode=CAMS_CFG["eval"]["mode"],
-        values=" ".join(str(v) for v in CAMS_CFG["eval"]["values"]),
+        cfg=as_json(config["cams"]["eval"]),
         split=TRAIN_SPLIT,
     log:
         log_path("eval_cams", "{method}"),
@@ -79,10 +68,10 @@ rule eval_cams:
     resources:
         **gpu_resources("eval_cams"),
     shell:
-        "{PY} workflow_scripts/eval_cams.py --store {input.store} --data-root {DATA_ROOT} "
-        "--split {params.split} --mode {params.mode} --values {params.values} "
+        "$PY workflow_scripts/eval_cams.py --store {input.store} --data-root {input.data} "
+        "--split {params.split} --config-json {params.cfg} "
         "--out-csv {output.csv} --out-md {output.md} --out-sweep {output.sweep} "
-        "--out-summary {output.summary} " + TO_LOG
+        "--out-summary {output.summary} --log {log}"
 
 
 rule compare_cams:
@@ -106,9 +95,9 @@ rule compare_cams:
     resources:
         **gpu_resources("compare_cams"),
     shell:
-        "{PY} workflow_scripts/compare_cams.py --summaries {input.summaries} "
+        "$PY workflow_scripts/compare_cams.py --summaries {input.summaries} "
         "--per-class {input.per_class} "
-        "--out-csv {output.csv} --out-md {output.md} " + TO_LOG
+        "--out-csv {output.csv} --out-md {output.md} --log {log}"
 
 
 # Cheap rules run by Snakemake itself, not submitted to a cluster (see rules/data.smk).

@@ -1,4 +1,4 @@
-# Stage 1: fine-tune a ViT as a multi-label classifier on image-level labels.
+# Stage: fine-tune a ViT as a multi-label classifier on image-level labels.
 
 
 rule finetune_classifier:
@@ -19,7 +19,7 @@ rule finetune_classifier:
         cfg=as_json(config["classifier"]),
         seed=config["seed"],
         device=config["device"],
-        out_dir=f"{RES}/classifier",
+        out_dir=out_dir(),
     log:
         log_path("finetune_classifier"),
     benchmark:
@@ -30,7 +30,7 @@ rule finetune_classifier:
     resources:
         **gpu_resources("finetune_classifier"),
     shell:
-        "{PY} workflow_scripts/finetune_classifier.py --data-root {DATA_ROOT} "
+        "$PY workflow_scripts/finetune_classifier.py --data-root {input.data} "
         "--train-labels {input.train_labels} --val-labels {input.val_labels} "
         "--config-json {params.cfg} --seed {params.seed} --threads {threads} "
-        "--device {params.device} --out-dir {params.out_dir} " + TO_LOG
+        "--device {params.device} --out-dir {params.out_dir} --log {log}"

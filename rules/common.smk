@@ -1,21 +1,36 @@
-# Paths, helpers and resources shared by every rule file.
+# Validation of the config, paths, resources and the small functions every rule file uses.
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
 
-import os
-
 from snakemake.settings.types import DeploymentMethod
+from snakemake.utils import validate
 
-# Workflow scripts import wsss_core from this folder, whatever environment runs them.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p
-)
-# The interpreter running Snakemake, unless --use-conda gives each rule envs/wsss.yaml.
+# wsss_core (the library) lives beside this workflow: the checks below import it, and every
+# job's shell gets it on PYTHONPATH (shell.prefix below)
+if workflow.basedir not in sys.path:
+    sys.path.append(workflow.basedir)
+from wsss_core.config import check_config
+
+# every problem of the config, one line per key, before Snakemake's own validation (which stops
+# at the first and dumps the schema); validate then fills in the schema's defaults
+check_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
+validate(config, "../schemas/config.schema.yaml")
+
+# Every rule's shell runs the workflow scripts as `$PY workflow_scripts/<script>.py`: the
+# interpreter running Snakemake, unless --use-conda gives each rule envs/wsss.yaml. Each script
+# takes `--log {log}` (wsss_core.cli.script_main): it writes its log there and, when it fails,
+# prints the log's last line (its one-line error) beside Snakemake's failure summary.
 USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
 PY = "python" if USE_CONDA else shlex.quote(sys.executable)
+# (the prefix is formatted like a rule's shell command: braces for the shell are doubled)
+shell.prefix(
+    f"set -euo pipefail; PY={PY}; "
+    f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+)
 CONDA_ENV = "../envs/wsss.yaml"
 RUN = config["run"]
 RES = f"results/{RUN}"
@@ -24,12 +39,9 @@ DATA_CFG = config["data"]
 TRAIN_SPLIT = DATA_CFG["train_split"]
 EVAL_SPLIT = DATA_CFG["eval_split"]
 CAM_METHODS = config["cams"]["methods"]
-PSEUDO_METHODS = config["affinity"]["methods"]
+SEED_METHODS = config["seeds"]["methods"]
 SEG_METHOD = config["segmenter"]["pseudo_method"]
 RESOURCES = config["resources"]
-# Appended to every rule's shell command: the script writes its log; when it fails, the log's
-# last line (the script's one-line error) is printed beside Snakemake's failure summary.
-TO_LOG = "> {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}"
 
 # DATA_ROOT is the dataset folder the scripts read; DATA_TOKEN is what rules depend on: the
 # whole folder, made by make_synthetic or prepare_voc (or already there when prepared).
@@ -96,10 +108,8 @@ def check_patch_sizes() -> None:
     stem makes the tokens (hybrid_tiny's stride is checked when it is built)."""
     if config["classifier"]["backbone"] == "hybrid_tiny":
         return  # nothing to check: spare the start-up the import of torch
-    if workflow.basedir not in sys.path:
-        sys.path.append(workflow.basedir)
     try:
-        from wsss_core.classifier import ClassifierConfigError, check_patch_multiple
+        from wsss_core.classifier.model import ClassifierConfigError, check_patch_multiple
     except ImportError:
         return  # Snakemake's own environment has no torch (--use-conda): the rules check
     cls = config["classifier"]
@@ -174,16 +184,16 @@ check_patch_sizes()
 check_prepared_tree()
 check_results_writable()
 
-for _m in PSEUDO_METHODS:
+for _m in SEED_METHODS:
     if _m not in CAM_METHODS:
         raise ValueError(
-            f"config key affinity.methods: '{_m}' is not among cams.methods {CAM_METHODS}; "
+            f"config key seeds.methods: '{_m}' is not among cams.methods {CAM_METHODS}; "
             "add it there or pick one of them"
         )
-if SEG_METHOD not in PSEUDO_METHODS:
+if SEG_METHOD not in SEED_METHODS:
     raise ValueError(
-        f"config key segmenter.pseudo_method: '{SEG_METHOD}' is not among affinity.methods "
-        f"{PSEUDO_METHODS}"
+        f"config key segmenter.pseudo_method: '{SEG_METHOD}' is not among seeds.methods "
+        f"{SEED_METHODS}"
     )
 
 wildcard_constraints:
@@ -194,25 +204,40 @@ wildcard_constraints:
 
 scattergather:
     cams=config["cams"]["shards"],
-    seeds=config["affinity"]["shards"],
-    walk=config["random_walk"]["shards"],
+    seeds=config["seeds"]["shards"],
+    walk=config["walk"]["shards"],
 
 
-def settings(**values) -> dict:
-    """A rule's config values as one params entry; the shell reads them as {params.NAME[key]}.
-
-    Snakemake records a job's params as an unordered set of their values, without names, and
-    reruns a job when that set changes. With several numeric params a change can hide behind
-    an equal value elsewhere: random_walk's values held 4 (logt) and 8 (alpha, beta), and
-    beta 8 -> 4 left the set as it was, so nothing reran. A mapping is recorded with its
-    keys, so any change of any value reruns the rule (tests/test_workflow.py checks each
-    stage)."""
-    return dict(values)
+def shard_args(wildcards) -> str:
+    """`--shard I --num-shards N` of a scattered job: scatteritem 'i-of-N' is shard i - 1."""
+    index, count = wildcards.scatteritem.split("-of-")
+    return f"--shard {int(index) - 1} --num-shards {int(count)}"
 
 
 def as_json(obj) -> str:
-    """A config section as one shell-quoted JSON argument (also a params: rerun trigger)."""
+    """A config section as one shell-quoted JSON argument, `--config-json {params.cfg}`.
+
+    As a params entry it is also the rule's rerun trigger: Snakemake records a mapping with
+    its keys, so any change of any value reruns the rule (a set of bare numbers would not
+    notice beta 8 -> 4 beside an alpha of 4; tests/test_workflow.py checks each stage)."""
     return shlex.quote(json.dumps(obj, sort_keys=True))
+
+
+def section(name: str, *keys: str) -> str:
+    """The keys of config section ``name`` that one rule reads, as `as_json` (the others are
+    not its rerun trigger: seeds.shards or walk.ceiling_every change other jobs)."""
+    return as_json({key: config[name][key] for key in keys})
+
+
+def untracked(value):
+    """A params value that is no rerun trigger (Snakemake does not record params computed
+    from a job's input or output): where to fetch an archive whose checksum names it."""
+    return lambda wildcards, input: value
+
+
+def out_dir(name: str = "model"):
+    """A params function: the folder of output ``name`` (where a training writes its files)."""
+    return lambda wildcards, output: str(Path(output[name]).parent)
 
 
 def log_path(rule: str, name: str = "all") -> str:
@@ -224,7 +249,10 @@ def bench_path(rule: str, name: str = "all") -> str:
 
 
 def gpu_resources(rule: str) -> dict:
-    """mem_mb, runtime (minutes) and, for rules that can use one, gpu from config.resources."""
+    """mem_mb, runtime (minutes) and, for rules that can use one, gpu from config.resources.
+
+    config.resources.rules.<rule>.gpu is the one list of GPU rules: a cluster profile asks
+    for the GPUs that these resources name (resources.gpus_per_job each)."""
     spec = RESOURCES["rules"].get(rule, {})
     res = {
         "mem_mb": spec.get("mem_mb", RESOURCES["default_mem_mb"]),
@@ -249,7 +277,31 @@ def final_targets() -> list[str]:
 
 
 def ceiling_tables() -> list[str]:
-    """The walk_ceiling tables, one per pseudo-mask method (none with ceiling_every 0)."""
-    if config["random_walk"]["ceiling_every"] == 0:
+    """The walk_ceiling tables, one per seeded method (none with walk.ceiling_every 0)."""
+    if config["walk"]["ceiling_every"] == 0:
         return []
-    return expand(f"{TABLES}/walk_ceiling_{{method}}.csv", method=PSEUDO_METHODS)
+    return expand(f"{TABLES}/walk_ceiling_{{method}}.csv", method=SEED_METHODS)
+
+
+# the stage name of each scored mask kind, as the tables and the summary show it
+SEED_STAGE = "seeds"
+WALK_STAGES = {"rw": "random walk", "rw_crf": "random walk + CRF"}
+SEG_STAGES = {"seg": "segmenter", "seg_crf": "segmenter + CRF"}
+
+
+def summary_inputs() -> list[str]:
+    """The one-row summary of every scored stage, in pipeline order."""
+    files = expand(f"{TABLES}/cams_{{method}}_summary.csv", method=CAM_METHODS)
+    for method in SEED_METHODS:
+        files.append(f"{TABLES}/seeds_{method}_summary.csv")
+        files += expand(f"{TABLES}/walk_{method}_{{kind}}_summary.csv", kind=list(WALK_STAGES))
+    files += expand(
+        f"{TABLES}/segmenter_{{method}}_{{kind}}_summary.csv",
+        method=[SEG_METHOD],
+        kind=list(SEG_STAGES),
+    )
+    return files
+
+
+def per_class_inputs() -> list[str]:
+    return [f.replace("_summary.csv", ".csv") for f in summary_inputs()]

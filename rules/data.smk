@@ -1,19 +1,11 @@
 # Data: the embedded synthetic dataset or PASCAL VOC 2012 (+ SBD), and image-level label tables.
 
-SYN = DATA_CFG["synthetic"]
-
 
 rule make_synthetic:
     output:
         directory(f"{RES}/data/synthetic"),
     params:
-        syn=settings(
-            num_classes=SYN["num_classes"],
-            image_size=SYN["image_size"],
-            num_train=SYN["num_train"],
-            num_val=SYN["num_val"],
-            seed=SYN["seed"],
-        ),
+        cfg=as_json(DATA_CFG["synthetic"]),
     log:
         log_path("make_synthetic"),
     benchmark:
@@ -24,16 +16,13 @@ rule make_synthetic:
     resources:
         **gpu_resources("make_synthetic"),
     shell:
-        "{PY} workflow_scripts/make_synthetic.py --root {output} "
-        "--num-classes {params.syn[num_classes]} --image-size {params.syn[image_size]} "
-        "--num-train {params.syn[num_train]} --num-val {params.syn[num_val]} "
-        "--seed {params.syn[seed]} "
-        + TO_LOG
+        "$PY workflow_scripts/make_synthetic.py --root {output} --config-json {params.cfg} "
+        "--log {log}"
 
 
 rule make_labels:
     input:
-        DATA_TOKEN,
+        data=DATA_TOKEN,
     output:
         f"{RES}/labels/{{split}}.csv",
     params:
@@ -48,46 +37,49 @@ rule make_labels:
     resources:
         **gpu_resources("make_labels"),
     shell:
-        "{PY} workflow_scripts/make_labels.py --root {DATA_ROOT} --split {wildcards.split} "
-        "--source {params.source} --out {output} " + TO_LOG
+        "$PY workflow_scripts/make_labels.py --root {input.data} --split {wildcards.split} "
+        "--source {params.source} --out {output} --log {log}"
 
 
 VOC = DATA_CFG["voc2012"]
-DOWNLOADS = VOC["downloads"]
-VOC_URL = VOC["voc_url"]
-SBD_URL = VOC["sbd_url"]
 
 
 rule download_voc:
     output:
-        f"{DOWNLOADS}/VOCtrainval_11-May-2012.tar",
+        f"{VOC['downloads']}/VOCtrainval_11-May-2012.tar",
     params:
         # the checksum names the archive and is a rerun trigger; the URL is only where to
         # fetch it, so switching to a mirror does not download (and rebuild) everything again
         md5=VOC["voc_md5"],
+        url=untracked(VOC["voc_url"]),
     log:
         "logs/download_voc.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         **gpu_resources("download_voc"),
     shell:
-        "{PY} workflow_scripts/download_file.py --url {VOC_URL:q} --md5 {params.md5} "
-        "--out {output} " + TO_LOG
+        "$PY workflow_scripts/download_file.py --url {params.url:q} --md5 {params.md5} "
+        "--out {output} --log {log}"
 
 
 rule download_sbd:
     output:
-        f"{DOWNLOADS}/benchmark.tgz",
+        f"{VOC['downloads']}/benchmark.tgz",
     params:
         md5=VOC["sbd_md5"],  # as in download_voc: the URL is no rerun trigger
+        url=untracked(VOC["sbd_url"]),
     log:
         "logs/download_sbd.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         **gpu_resources("download_sbd"),
     shell:
-        "{PY} workflow_scripts/download_file.py --url {SBD_URL:q} --md5 {params.md5} "
-        "--out {output} " + TO_LOG
+        "$PY workflow_scripts/download_file.py --url {params.url:q} --md5 {params.md5} "
+        "--out {output} --log {log}"
 
 
 # A prepared tree (data.voc2012.prepared: true) is the user's: no rule writes it, so Snakemake
@@ -104,16 +96,18 @@ if not VOC["prepared"]:
             # runs, and the script take that folder for a finished extraction
             directory(VOC["root"]),
         params:
-            out=str(Path(VOC["root"]).parent),
+            out=lambda wildcards, output: str(Path(output[0]).parent),
             sbd=lambda w, input: f"--sbd-archive {input.sbd}" if input.sbd else "",
         log:
             "logs/prepare_voc.log",
+        conda:
+            CONDA_ENV
         threads: 1
         resources:
             **gpu_resources("prepare_voc"),
         shell:
-            "{PY} workflow_scripts/prepare_voc.py --voc-archive {input.voc} {params.sbd} "
-            "--out {params.out} --no-progress " + TO_LOG
+            "$PY workflow_scripts/prepare_voc.py --voc-archive {input.voc} {params.sbd} "
+            "--out {params.out} --no-progress --log {log}"
 
 
 # Run by Snakemake itself, never submitted to a cluster: the downloads need the network of

@@ -1,23 +1,4 @@
-# Stage 5: the summary tables across stages, figures and the report's material.
-
-REPORT_CFG = config["report"]
-
-
-def summary_inputs() -> list[str]:
-    files = expand(f"{TABLES}/cams_{{method}}_summary.csv", method=CAM_METHODS)
-    files += expand(
-        f"{TABLES}/pseudo_{{method}}_{{kind}}_summary.csv",
-        method=PSEUDO_METHODS,
-        kind=["seeds", "rw", "rw_crf"],
-    )
-    files += expand(
-        f"{TABLES}/segmenter_{{method}}_{{kind}}_summary.csv", method=[SEG_METHOD], kind=["seg", "seg_crf"]
-    )
-    return files
-
-
-def per_class_inputs() -> list[str]:
-    return [f.replace("_summary.csv", ".csv") for f in summary_inputs()]
+# Stage: the summary tables across stages, figures and the report's material.
 
 
 rule summary:
@@ -45,9 +26,9 @@ rule summary:
     resources:
         **gpu_resources("summary"),
     shell:
-        "{PY} workflow_scripts/summary.py --inputs {input.summaries} "
+        "$PY workflow_scripts/summary.py --inputs {input.summaries} "
         "--per-class-inputs {input.per_class} --out-csv {output.csv} --out-md {output.md} "
-        "--out-per-class {output.per_class} --out-per-class-md {output.per_class_md} " + TO_LOG
+        "--out-per-class {output.per_class} --out-per-class-md {output.per_class_md} --log {log}"
 
 
 rule figure_samples:
@@ -55,7 +36,7 @@ rule figure_samples:
         data=DATA_TOKEN,
         store=f"{RES}/cams/{SEG_METHOD}.h5",
         seeds=f"{RES}/seeds/{SEG_METHOD}",
-        rw=f"{RES}/pseudo/{SEG_METHOD}/rw",
+        rw=f"{RES}/walk/{SEG_METHOD}/rw",
         pred=f"{RES}/predictions/{SEG_METHOD}/seg",
     output:
         report(
@@ -64,12 +45,9 @@ rule figure_samples:
             category="4. Figures",
         ),
     params:
-        samples=settings(
-            num_train=REPORT_CFG["num_train_samples"],
-            num_val=REPORT_CFG["num_val_samples"],
-            train_split=TRAIN_SPLIT,
-            val_split=EVAL_SPLIT,
-        ),
+        cfg=as_json(config["report"]),
+        train_split=TRAIN_SPLIT,
+        val_split=EVAL_SPLIT,
     log:
         log_path("figure_samples"),
     conda:
@@ -78,12 +56,12 @@ rule figure_samples:
     resources:
         **gpu_resources("figure_samples"),
     shell:
-        "{PY} workflow_scripts/figures.py samples --data-root {DATA_ROOT} "
-        "--train-split {params.samples[train_split]} --val-split {params.samples[val_split]} "
-        "--num-train {params.samples[num_train]} --num-val {params.samples[num_val]} "
+        "$PY workflow_scripts/figures.py samples --data-root {input.data} "
+        "--train-split {params.train_split} --val-split {params.val_split} "
+        "--config-json {params.cfg} "
         "--store {input.store} "
         "--seeds-dir {input.seeds} --rw-dir {input.rw} --pred-dir {input.pred} "
-        "--out {output} " + TO_LOG
+        "--out {output} --log {log}"
 
 
 rule figure_curves:
@@ -105,8 +83,8 @@ rule figure_curves:
     resources:
         **gpu_resources("figure_curves"),
     shell:
-        "{PY} workflow_scripts/figures.py curves --history classifier={input.classifier} "
-        "affinity={input.affinity} segmenter={input.segmenter} --out {output} " + TO_LOG
+        "$PY workflow_scripts/figures.py curves --history classifier={input.classifier} "
+        "affinity={input.affinity} segmenter={input.segmenter} --out {output} --log {log}"
 
 
 rule figure_runtimes:
@@ -129,7 +107,7 @@ rule figure_runtimes:
         ),
         md=f"{TABLES}/runtimes.md",
     params:
-        bench_dir=f"{RES}/benchmarks",
+        bench_dir=f"{RES}/benchmarks",  # read, not written: no output prefix
     log:
         log_path("figure_runtimes"),
     conda:
@@ -138,8 +116,8 @@ rule figure_runtimes:
     resources:
         **gpu_resources("figure_runtimes"),
     shell:
-        "{PY} workflow_scripts/figures.py runtimes --benchmark-dir {params.bench_dir} "
-        "--out-png {output.png} --out-csv {output.csv} --out-md {output.md} " + TO_LOG
+        "$PY workflow_scripts/figures.py runtimes --benchmark-dir {params.bench_dir} "
+        "--out-png {output.png} --out-csv {output.csv} --out-md {output.md} --log {log}"
 
 
 # Cheap rules run by Snakemake itself, not submitted to a cluster (see rules/data.smk).

@@ -1,21 +1,19 @@
-# Stage 4: a DeepLabV3+ segmenter trained on the pseudo masks, predicted and scored on val.
-
-SEG_CFG = config["segmenter"]
+# Stage: a DeepLabV3+ segmenter trained on the pseudo masks, predicted and scored on val.
 
 
 rule train_segmenter:
     input:
-        masks=f"{RES}/pseudo/{{method}}/{SEG_CFG['pseudo_masks']}",
+        masks=f"{RES}/walk/{{method}}/{config['segmenter']['pseudo_masks']}",
         data=DATA_TOKEN,
     output:
         model=f"{RES}/segmenter/{{method}}/segmenter.pt",
         history=f"{RES}/segmenter/{{method}}/history.csv",
     params:
-        cfg=as_json(SEG_CFG["net"]),
+        cfg=as_json(config["segmenter"]["net"]),
         seed=config["seed"],
         device=config["device"],
         split=TRAIN_SPLIT,
-        out_dir=f"{RES}/segmenter/{{method}}",
+        out_dir=out_dir(),
     log:
         log_path("train_segmenter", "{method}"),
     benchmark:
@@ -26,10 +24,10 @@ rule train_segmenter:
     resources:
         **gpu_resources("train_segmenter"),
     shell:
-        "{PY} workflow_scripts/train_segmenter.py --masks {input.masks} "
-        "--data-root {DATA_ROOT} --split {params.split} --config-json {params.cfg} "
+        "$PY workflow_scripts/train_segmenter.py --masks {input.masks} "
+        "--data-root {input.data} --split {params.split} --config-json {params.cfg} "
         "--seed {params.seed} --threads {threads} --device {params.device} "
-        "--out-dir {params.out_dir} " + TO_LOG
+        "--out-dir {params.out_dir} --log {log}"
 
 
 rule predict_segmenter:
@@ -41,9 +39,7 @@ rule predict_segmenter:
         crf=directory(f"{RES}/predictions/{{method}}/seg_crf"),
     params:
         split=EVAL_SPLIT,
-        scales=" ".join(str(s) for s in SEG_CFG["inference"]["scales"]),
-        flip="--flip" if SEG_CFG["inference"]["flip"] else "",
-        crf=as_json(SEG_CFG["inference"]["crf"]),
+        cfg=as_json(config["segmenter"]["inference"]),
         device=config["device"],
     log:
         log_path("predict_segmenter", "{method}"),
@@ -55,13 +51,10 @@ rule predict_segmenter:
     resources:
         **gpu_resources("predict_segmenter"),
     shell:
-        "{PY} workflow_scripts/predict_segmenter.py --model {input.model} "
-        "--data-root {DATA_ROOT} --split {params.split} --scales {params.scales} "
-        "{params.flip} --device {params.device} --threads {threads} --out-dir {output.pred} "
-        "--crf-json {params.crf} --crf-out-dir {output.crf} " + TO_LOG
-
-
-SEG_STAGES = {"seg": "segmenter", "seg_crf": "segmenter + CRF"}
+        "$PY workflow_scripts/predict_segmenter.py --model {input.model} "
+        "--data-root {input.data} --split {params.split} --config-json {params.cfg} "
+        "--device {params.device} --threads {threads} --out-dir {output.pred} "
+        "--crf-out-dir {output.crf} --log {log}"
 
 
 rule eval_segmenter:
@@ -87,10 +80,10 @@ rule eval_segmenter:
     resources:
         **gpu_resources("eval_segmenter"),
     shell:
-        "{PY} workflow_scripts/eval_masks.py --pred-dir {input.masks} --data-root {DATA_ROOT} "
+        "$PY workflow_scripts/eval_masks.py --pred-dir {input.masks} --data-root {input.data} "
         "--split {params.split} --stage {params.stage:q} --method {wildcards.method} "
         "--out-summary {output.summary} --out-per-class {output.per_class} "
-        "--out-md {output.md} " + TO_LOG
+        "--out-md {output.md} --log {log}"
 
 
 # Cheap rules run by Snakemake itself, not submitted to a cluster (see rules/data.smk).

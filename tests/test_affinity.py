@@ -7,19 +7,16 @@ import math
 import pytest
 import torch
 
-from wsss_core.affinity import (
+from wsss_core.affinity.pairs import (
     PairLabels,
-    add_background,
     affinity_loss,
-    dense_affinity_matrix,
     downsample_labels,
     full_offsets,
     neighbour_offsets,
     pair_affinities,
     pair_labels,
-    scores_to_mask,
-    walk_maps,
 )
+from wsss_core.walk.walk import add_background, dense_affinity_matrix, scores_to_mask, walk_maps
 
 U = 255
 

@@ -12,20 +12,22 @@ import pandas as pd
 import pytest
 import torch
 
-from wsss_core.affinity import pair_affinities
-from wsss_core.affinity_net import (
+from wsss_core.affinity.net import (
     AffinityConfigError,
     AffinityNetConfig,
     build_affinity_net,
     image_features,
     load_affinity_net,
 )
-from wsss_core.cam_store import CamRecord, write_store
-from wsss_core.classifier import build_classifier, save_classifier
+from wsss_core.affinity.pairs import pair_affinities
+from wsss_core.affinity.train import input_files, split_config, train
+from wsss_core.cams.store import CamRecord, write_store
+from wsss_core.classifier.model import build_classifier, save_classifier
+from wsss_core.data.datasets import VOCSegmentation
+from wsss_core.data.layout import load_gt_mask, read_split
+from wsss_core.data.palette import load_mask
 from wsss_core.data.synthetic import generate_dataset
-from wsss_core.data.voc import VOCSegmentation, load_gt_mask, read_split, train_transform
-from wsss_core.palette import load_mask
-from wsss_core.train_affinity import input_files, split_config, train
+from wsss_core.data.transforms import train_transform
 
 ROOT = Path(__file__).resolve().parents[1]
 CLS_CFG = {"backbone": "hybrid_tiny", "num_classes": 3, "img_size": 32, "pretrained": False}
@@ -192,17 +194,17 @@ def test_scripts_train_then_walk(dataset, tmp_path):
     code = train_script.main([
         "--classifier", str(tmp_path / "model.pt"), "--seeds", str(dataset / "SegmentationClass"),
         "--data-root", str(dataset), "--split", "train", "--config-json", json.dumps(cfg),
-        "--device", "cpu", "--threads", "1", "--out-dir", str(tmp_path / "aff"),
+        "--seed", "0", "--device", "cpu", "--threads", "1", "--out-dir", str(tmp_path / "aff"),
     ])  # fmt: skip
     assert code == 0 and (tmp_path / "aff" / "affinity.pt").is_file()
     walk_script = load_script("random_walk")
-    crf = {"iterations": 2}
+    walk = {"alpha": 4, "beta": 8, "logt": 4, "radius": 3, "crf": {"iterations": 2}}
     for shard in (0, 1):
         code = walk_script.main([
             "--store", str(tmp_path / "cams.h5"), "--affinity", str(tmp_path / "aff/affinity.pt"),
             "--data-root", str(dataset), "--shard", str(shard), "--num-shards", "2",
-            "--alpha", "4", "--beta", "8", "--logt", "4", "--radius", "3", "--device", "cpu",
-            "--out-dir", str(tmp_path / f"rw{shard}"), "--crf-json", json.dumps(crf),
+            "--config-json", json.dumps(walk), "--device", "cpu",
+            "--out-dir", str(tmp_path / f"rw{shard}"),
             "--crf-out-dir", str(tmp_path / f"crf{shard}"),
         ])  # fmt: skip
         assert code == 0
@@ -223,6 +225,6 @@ def test_scripts_train_then_walk(dataset, tmp_path):
     code = train_script.main([
         "--classifier", str(tmp_path / "model.pt"), "--seeds", str(tmp_path / "few"),
         "--data-root", str(dataset), "--split", "train", "--config-json", json.dumps(cfg),
-        "--device", "cpu", "--out-dir", str(tmp_path / "aff2"),
+        "--seed", "0", "--device", "cpu", "--out-dir", str(tmp_path / "aff2"),
     ])  # fmt: skip
     assert code == 2 and not (tmp_path / "aff2" / "affinity.pt").exists()

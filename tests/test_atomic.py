@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from wsss_core.atomic import (
+from wsss_core.io import (
     atomic_directory,
     atomic_path,
     current_umask,
@@ -94,7 +94,7 @@ def test_save_torch_gives_the_same_bytes_for_the_same_content(tmp_path):
     digest downstream)."""
     import torch
 
-    from wsss_core.atomic import save_torch
+    from wsss_core.io import save_torch
 
     state = {"w": torch.arange(6.0).reshape(2, 3), "epoch": 3, "names": ["a", "b"]}
     save_torch(tmp_path / "a.pt", state)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from workflow_utils import load_script
 
-from wsss_core.cam_store import CamReader, CamRecord, merge_stores, upsample_normalise, write_store
+from wsss_core.cams.store import CamReader, CamRecord, merge_stores, upsample_normalise, write_store
 
 
 def records() -> list[CamRecord]:
@@ -164,7 +164,7 @@ def _tiny_run(tmp_path):
     import torch
     from PIL import Image
 
-    from wsss_core.classifier import build_classifier, save_classifier
+    from wsss_core.classifier.model import build_classifier, save_classifier
 
     torch.manual_seed(0)
     cfg = {"backbone": "hybrid_tiny", "num_classes": 2, "img_size": 32, "pretrained": False}
@@ -200,12 +200,8 @@ def test_extract_and_gather_cli(tmp_path):
             str(shard),
             "--num-shards",
             "2",
-            "--scales",
-            "1.0",
-            "0.5",
-            "--flip",
-            "--start-layer",
-            "1",
+            "--config-json",
+            '{"scales": [1.0, 0.5], "flip": true, "start_layer": 1}',
             "--device",
             "cpu",
             "--threads",
@@ -251,6 +247,8 @@ def test_extract_cli_rejects_mismatched_classes(tmp_path, capsys):
         str(tmp_path / "other.csv"),
         "--method",
         "rollout",
+        "--config-json",
+        '{"scales": [1.0], "flip": false, "start_layer": 1}',
         "--device",
         "cpu",
         "--out",

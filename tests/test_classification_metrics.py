@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from wsss_core.classification_metrics import (
+from wsss_core.classifier.metrics import (
     average_precision,
     f1_at,
     mean_average_precision,

@@ -8,15 +8,15 @@ import torch
 from timm.layers import HybridEmbed, PatchEmbed
 from timm.models.vision_transformer import VisionTransformer
 
-from wsss_core.classifier import (
+from wsss_core.cams.support import UnsupportedModelError, check_supported
+from wsss_core.classifier.model import (
     ClassifierConfigError,
     build_classifier,
-    check_relevance_compatible,
     load_classifier,
     normalization,
     save_classifier,
 )
-from wsss_core.stem import ConvStem
+from wsss_core.classifier.stem import ConvStem
 
 HYBRID = {
     "backbone": "hybrid_tiny",
@@ -172,18 +172,18 @@ def test_non_plain_vits_are_refused():
     layer_scale = VisionTransformer(
         img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2, init_values=1e-5
     )
-    with pytest.raises(ClassifierConfigError, match="layer scale"):
-        check_relevance_compatible(layer_scale, "ls")
+    with pytest.raises(UnsupportedModelError, match="layer scale"):
+        check_supported(layer_scale)
     registers = VisionTransformer(
         img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2, reg_tokens=2
     )
-    with pytest.raises(ClassifierConfigError, match="register"):
-        check_relevance_compatible(registers, "reg")
+    with pytest.raises(UnsupportedModelError, match="register"):
+        check_supported(registers)
     avg_pool = VisionTransformer(
         img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2, global_pool="avg"
     )
-    with pytest.raises(ClassifierConfigError, match="CLS"):
-        check_relevance_compatible(avg_pool, "avg")
+    with pytest.raises(UnsupportedModelError, match="CLS"):
+        check_supported(avg_pool)
 
 
 def test_save_load_round_trip_gives_identical_logits(tmp_path):

@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 from workflow_utils import load_script
 
-from wsss_core.cam_store import CamReader, CamRecord, MissingImageError, write_store
-from wsss_core.classifier import ClassifierConfigError, check_patch_multiple, patch_size
+from wsss_core.cams.store import CamReader, CamRecord, MissingImageError, write_store
+from wsss_core.classifier.model import ClassifierConfigError, check_patch_multiple, patch_size
 from wsss_core.cli import EXIT_EXPECTED, UserError, script_main
-from wsss_core.data.voc import check_mask_labels, load_gt_mask, load_image
-from wsss_core.palette import save_mask
+from wsss_core.data.layout import check_mask_labels, load_gt_mask, load_image
+from wsss_core.data.palette import save_mask
 from wsss_core.runtime import select_device
-from wsss_core.segmenter import load_segmenter
+from wsss_core.segmenter.model import load_segmenter
 
 
 @script_main
@@ -138,3 +138,57 @@ def test_the_patch_size_of_a_plain_vit_and_of_a_hybrid():
     check_patch_multiple({"backbone": "hybrid_tiny"}, 90)  # hybrids: the stem decides
     with pytest.raises(ClassifierConfigError, match=r"config key affinity.net.crop_size: 100 is"):
         check_patch_multiple({"backbone": "vit_tiny_patch16_224"}, 100, "affinity.net.crop_size")
+
+
+# ------------------------------------------------------------------ --log (every rule passes it)
+
+LOGGED_SCRIPT = """
+import os, sys
+sys.path.insert(0, {repo!r})
+from wsss_core.cli import UserError, script_main
+
+@script_main
+def main(argv=None):
+    print("to stdout", flush=True)
+    os.write(2, b"C-level stderr\\n")  # what tqdm or a C library writes to descriptor 2
+    if argv and argv[0] == "fail":
+        raise UserError("image x.png is broken; replace it")
+    if argv and argv[0] == "bug":
+        raise KeyError("a bug")
+    return 0
+
+raise SystemExit(main())
+"""
+
+
+@pytest.mark.parametrize("kind", ["ok", "fail", "bug"])
+def test_log_option_sends_everything_to_the_log_and_the_error_line_also_to_stderr(kind, tmp_path):
+    """``--log PATH``: descriptors 1 and 2 go to PATH (print, logging, C-level writes); a failed
+    script also prints the log's last line (its one-line error, or the traceback's last line)
+    to the terminal's stderr, and nothing else."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "logged.py"
+    script.write_text(LOGGED_SCRIPT.format(repo=str(Path(__file__).resolve().parents[1])))
+    log = tmp_path / "logs" / "job.log"
+    proc = subprocess.run(
+        [sys.executable, str(script), kind, "--log", str(log)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    text = log.read_text()
+    assert "to stdout" in text and "C-level stderr" in text
+    assert proc.stdout == ""
+    if kind == "ok":
+        assert proc.returncode == 0 and proc.stderr == ""
+    elif kind == "fail":
+        assert proc.returncode == EXIT_EXPECTED
+        line = "logged: error: image x.png is broken; replace it"
+        assert text.splitlines()[-1] == line
+        assert proc.stderr.splitlines() == [line]
+    else:
+        assert proc.returncode == 1
+        assert "Traceback" in text and text.splitlines()[-1] == "KeyError: 'a bug'"
+        assert proc.stderr.splitlines() == ["KeyError: 'a bug'"]

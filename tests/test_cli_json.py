@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from workflow_utils import load_script
 
-from wsss_core.affinity_net import AffinityConfigError
-from wsss_core.classifier import ClassifierConfigError
+from wsss_core.affinity.net import AffinityConfigError
+from wsss_core.classifier.model import ClassifierConfigError
 from wsss_core.cli import JSONArgumentError, parse_json_object
-from wsss_core.crf import CRFParams, parse_crf_json
+from wsss_core.seeds.crf import CRFParams, parse_crf_json
 
 NOT_JSON = '{"epochs": 2,'
 NOT_OBJECT = "[1, 2]"
@@ -88,18 +88,27 @@ def test_crf_scripts_name_their_config_section(
 ) -> None:
     out = str(tmp_path / "out")
     code = load_script("crf_seeds").main(
-        ["--store", "x.h5", "--data-root", "d", "--crf-json", NOT_JSON, "--out-dir", out]
+        ["--store", "x.h5", "--data-root", "d", "--config-json", NOT_JSON, "--out-dir", out]
     )
     assert code == 2
     assert re.search(
-        r"^crf_seeds: error: --crf-json is not valid JSON.*affinity.crf", capsys.readouterr().err
+        r"^crf_seeds: error: --config-json is not valid JSON.*config section seeds",
+        capsys.readouterr().err,
+        flags=re.M,
     )
+    seeds = '{"alpha_low": 4, "alpha_high": 32, "crf": [1, 2]}'
+    code = load_script("crf_seeds").main(
+        ["--store", "x.h5", "--data-root", "d", "--config-json", seeds, "--out-dir", out]
+    )
+    assert code == 2
+    assert "must be a JSON object (config section seeds.crf)" in capsys.readouterr().err
     walk = load_script("random_walk")
+    cfg = '{"alpha": 4, "beta": 8, "logt": 8, "radius": 5, "crf": [1, 2]}'
     args = walk.parse_args(
-        ["--store", "x.h5", "--affinity", "a.pt", "--data-root", "d", "--alpha", "4"]
-        + ["--device", "cpu", "--out-dir", out, "--crf-json", NOT_OBJECT, "--crf-out-dir", out]
+        ["--store", "x.h5", "--affinity", "a.pt", "--data-root", "d", "--config-json", cfg]
+        + ["--device", "cpu", "--out-dir", out, "--crf-out-dir", out]
     )
-    with pytest.raises(ValueError, match="must be a JSON object.*random_walk.crf"):
+    with pytest.raises(ValueError, match="must be a JSON object.*walk.crf"):
         walk.run(args)
     assert not Path(out).exists()
 
@@ -108,13 +117,26 @@ def test_predict_and_train_segmenter_exit_as_usage_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = str(tmp_path / "out")
-    argv = ["--model", "m.pt", "--data-root", "d", "--out-dir", out, "--crf-out-dir", out]
-    assert load_script("predict_segmenter").main([*argv, "--crf-json", NOT_OBJECT]) == 2
-    assert "predict_segmenter: error: --crf-json must be a JSON object" in capsys.readouterr().err
+    argv = ["--model", "m.pt", "--data-root", "d", "--split", "val", "--device", "cpu"]
+    argv += ["--out-dir", out, "--crf-out-dir", out]
+    inference = '{"scales": [1.0], "flip": false, "crf": %s}'
+    assert load_script("predict_segmenter").main(
+        [*argv, "--config-json", inference % NOT_OBJECT]
+    ) == 2  # fmt: skip
+    assert (
+        "predict_segmenter: error: --config-json must be a JSON object (config section "
+        "segmenter.inference.crf)"
+    ) in capsys.readouterr().err
     # unknown CRF keys: the same one line
-    assert load_script("predict_segmenter").main([*argv, "--crf-json", '{"sigma": 1}']) == 2
+    assert load_script("predict_segmenter").main(
+        [*argv, "--config-json", inference % '{"sigma": 1}']
+    ) == 2  # fmt: skip
     assert "predict_segmenter: error: unknown CRF parameter" in capsys.readouterr().err
-    argv = ["--masks", "m", "--data-root", "d", "--out-dir", out, "--config-json", NOT_JSON]
+    # a config key missing from the section: named
+    assert load_script("predict_segmenter").main([*argv, "--config-json", '{"flip": true}']) == 2
+    assert "lacks the config key(s) segmenter.inference.scales" in capsys.readouterr().err
+    argv = ["--masks", "m", "--data-root", "d", "--split", "train", "--seed", "0"]
+    argv += ["--device", "cpu", "--out-dir", out, "--config-json", NOT_JSON]
     assert load_script("train_segmenter").main(argv) == 2
     assert "config section segmenter.net" in capsys.readouterr().err
     assert not Path(out).exists()
@@ -142,6 +164,7 @@ def test_training_scripts_keep_their_config_error(
     tmp_path: Path, name: str, error: type[Exception], section: str, argv: list[str], text: str
 ) -> None:
     script = load_script(name)
+    argv = [*argv, "--seed", "0", "--device", "cpu"]
     args = script.parse_args([*argv, "--config-json", text, "--out-dir", str(tmp_path / "o")])
     with pytest.raises(error, match=f"^--config-json .*config section {section}"):
         script.run(args)

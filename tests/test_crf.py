@@ -7,7 +7,7 @@ import pydensecrf.densecrf as dcrf
 import pytest
 from pydensecrf.utils import unary_from_softmax
 
-from wsss_core.crf import CRFParams, dense_crf
+from wsss_core.seeds.crf import CRFParams, dense_crf
 
 H, W = 12, 16
 

@@ -10,16 +10,16 @@ import pandas as pd
 import pytest
 from workflow_utils import load_script
 
+from wsss_core.data.layout import load_gt_mask, read_class_names, read_split
+from wsss_core.data.palette import save_mask
 from wsss_core.data.synthetic import generate_dataset
-from wsss_core.data.voc import load_gt_mask, read_class_names, read_split
-from wsss_core.evaluation import (
+from wsss_core.evaluate.masks import (
     comparison_table,
     evaluate_masks,
     evaluate_masks_detailed,
     stage_tables,
 )
-from wsss_core.metrics import ConfusionMatrix
-from wsss_core.palette import save_mask
+from wsss_core.evaluate.metrics import ConfusionMatrix
 
 GT = {
     "a": np.array([[0, 1, 1], [0, 2, 255]], dtype=np.uint8),

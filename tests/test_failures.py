@@ -31,7 +31,7 @@ from workflow_utils import (
     write_config,
 )
 
-from wsss_core.palette import load_mask, save_mask
+from wsss_core.data.palette import load_mask, save_mask
 
 # ============================================================ start-up checks (dry runs)
 

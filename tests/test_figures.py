@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from wsss_core.cam_store import CamRecord, write_store
+from wsss_core.cams.store import CamRecord, write_store
+from wsss_core.data.layout import load_image, read_split
+from wsss_core.data.palette import save_mask
 from wsss_core.data.synthetic import generate_dataset
-from wsss_core.data.voc import load_image, read_split
-from wsss_core.figures import (
+from wsss_core.report.figures import (
     SAMPLE_COLUMNS,
     figure_grid,
     heat_overlay,
@@ -27,7 +28,6 @@ from wsss_core.figures import (
     save_figure,
     training_curves,
 )
-from wsss_core.palette import save_mask
 
 
 def _script(name: str):
@@ -207,7 +207,8 @@ def test_runtime_chart_and_cli(benchmarks, tmp_path):
 def test_cli_samples_and_curves(run, tmp_path, capsys):
     base, root, train, val = run
     script = _script("figures")
-    argv = ["samples", "--data-root", str(root), "--num-train", "2", "--num-val", "1"]
+    argv = ["samples", "--data-root", str(root), "--train-split", "train", "--val-split", "val"]
+    argv += ["--config-json", '{"num_train_samples": 2, "num_val_samples": 1}']
     argv += ["--store", str(base / "cams.h5"), "--seeds-dir", str(base / "seeds")]
     argv += ["--rw-dir", str(base / "rw"), "--pred-dir", str(base / "pred"), "--dpi", "30"]
     assert script.main([*argv, "--out", str(tmp_path / "samples.png")]) == 0

@@ -17,9 +17,10 @@ from wsss_core.data.labels import (
     read_label_table,
     write_label_table,
 )
+from wsss_core.data.layout import read_class_names, read_split
+from wsss_core.data.palette import load_mask, save_mask
 from wsss_core.data.synthetic import generate_dataset
-from wsss_core.data.voc import VOC_CLASSES, read_class_names, read_split
-from wsss_core.palette import load_mask, save_mask
+from wsss_core.data.voc import VOC_CLASSES
 
 
 def test_labels_from_mask_hand_example():
@@ -224,11 +225,13 @@ def test_make_labels_script(syn_root, tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = tmp_path / "labels" / "train.csv"
-    assert module.main(["--root", str(syn_root), "--split", "train", "--out", str(out)]) == 0
+    argv = ["--root", str(syn_root), "--split", "train", "--source", "masks", "--out", str(out)]
+    assert module.main(argv) == 0
     ids, _, labels = read_label_table(out)
     expected = build_label_table(syn_root, "train")
     assert ids == expected["image_id"].tolist()
     np.testing.assert_array_equal(labels, expected.iloc[:, 1:].to_numpy())
-    bad = ["--root", str(syn_root), "--split", "test", "--out", str(tmp_path / "t.csv")]
+    bad = ["--root", str(syn_root), "--split", "test", "--source", "masks"]
+    bad += ["--out", str(tmp_path / "t.csv")]
     assert module.main(bad) == 2
     assert not (tmp_path / "t.csv").exists()

@@ -15,7 +15,7 @@ import torch
 from scipy.special import erf
 from timm.models.vision_transformer import VisionTransformer
 
-from wsss_core.relevance import explain
+from wsss_core.cams.relevance import explain
 
 EPS = 1e-9
 IMG, PATCH, DIM, DEPTH, HEADS, NUM_CLASSES = 16, 8, 8, 2, 2, 3

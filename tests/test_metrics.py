@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from wsss_core.metrics import ConfusionMatrix, segmentation_scores
+from wsss_core.evaluate.metrics import ConfusionMatrix, segmentation_scores
 
 
 def test_hand_computed_two_classes_with_ignore():

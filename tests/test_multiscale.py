@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from test_relevance import hybrid_vit, images, plain_vit
 
-from wsss_core.multiscale import explain_multiscale, resize_maps, scaled_size
-from wsss_core.relevance import explain
+from wsss_core.cams.multiscale import explain_multiscale, resize_maps, scaled_size
+from wsss_core.cams.relevance import explain
 
 torch.set_num_threads(1)
 CLASSES = [[0, 2], [1]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wsss_core.data.layout import read_split
+from wsss_core.data.palette import load_mask
 from wsss_core.data.synthetic import generate_dataset
-from wsss_core.data.voc import read_split
-from wsss_core.palette import load_mask
-from wsss_core.predict import predict, predict_dataset
-from wsss_core.segmenter import build_segmenter, save_segmenter
+from wsss_core.segmenter.model import build_segmenter, save_segmenter
+from wsss_core.segmenter.predict import predict, predict_dataset
 
 torch.set_num_threads(1)
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.5)
@@ -176,8 +177,9 @@ def test_cli_writes_both_folders(data, tmp_path, capsys):
     save_segmenter(model_path, model, {"class_names": ["a", "b", "c"], "mean": MEAN, "std": STD})
     script = _script("predict_segmenter")
     argv = ["--model", str(model_path), "--data-root", str(data), "--split", "val"]
-    argv += ["--scales", "1.0", "0.75", "--flip", "--device", "cpu", "--threads", "1"]
-    argv += ["--crf-json", '{"iterations": 2}', "--crf-out-dir", str(tmp_path / "crf")]
+    argv += ["--device", "cpu", "--threads", "1"]
+    inference = {"scales": [1.0, 0.75], "flip": True, "crf": {"iterations": 2}}
+    argv += ["--config-json", json.dumps(inference), "--crf-out-dir", str(tmp_path / "crf")]
     assert script.main([*argv, "--out-dir", str(tmp_path / "seg")]) == 0
     ids = read_split(data, "val")
     for folder in ("seg", "crf"):
@@ -185,7 +187,9 @@ def test_cli_writes_both_folders(data, tmp_path, capsys):
         for image_id in ids:
             assert load_mask(tmp_path / folder / f"{image_id}.png").max() < 4
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
-    bad = [*argv[:-4], "--crf-json", '{"sigma": 1}', "--crf-out-dir", str(tmp_path / "c2")]
+    inference["crf"] = {"sigma": 1}
+    bad = [*argv[:-4], "--config-json", json.dumps(inference)]
+    bad += ["--crf-out-dir", str(tmp_path / "c2")]
     assert script.main([*bad, "--out-dir", str(tmp_path / "s2")]) == 2
     assert "predict_segmenter: error: unknown CRF parameter" in capsys.readouterr().err
     assert not (tmp_path / "c2").exists() and not (tmp_path / "s2").exists()

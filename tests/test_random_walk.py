@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wsss_core.affinity import (
+from wsss_core.walk.walk import (
     dense_affinity_matrix,
     random_walk,
     random_walk_dense,

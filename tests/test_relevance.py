@@ -10,7 +10,7 @@ from timm.layers import HybridEmbed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from wsss_core.lrp import (
+from wsss_core.cams.lrp import (
     add_relprop,
     clone_relprop,
     conv_input_relprop,
@@ -18,15 +18,9 @@ from wsss_core.lrp import (
     matmul_relprop,
     safe_divide,
 )
-from wsss_core.relevance import (
-    METHODS,
-    explain,
-    forward_trace,
-    make_pairs,
-    output_grid,
-    relevance_backward,
-    total_stride,
-)
+from wsss_core.cams.methods import METHODS
+from wsss_core.cams.relevance import explain, output_grid
+from wsss_core.cams.trace import forward_trace, make_pairs, relevance_backward, total_stride
 
 torch.set_num_threads(1)
 F64 = torch.float64

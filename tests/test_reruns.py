@@ -39,20 +39,20 @@ RERUNS = [
         [f"segmenter/{METHOD}/segmenter.pt", f"segmenter/{METHOD}/history.csv"],
     ),
     (
-        "random_walk.beta",
+        "walk.beta",
         4,
         "random_walk",
         [
-            f"pseudo/{METHOD}/rw",
+            f"walk/{METHOD}/rw",
             f"tables/walk_ceiling_{METHOD}.csv",
             f"segmenter/{METHOD}/segmenter.pt",
         ],
     ),
     (
-        "affinity.alpha_low",
+        "seeds.alpha_low",
         2,
         "crf_seeds",
-        [f"seeds/{METHOD}", f"affinity/{METHOD}/affinity.pt", f"pseudo/{METHOD}/rw"],
+        [f"seeds/{METHOD}", f"affinity/{METHOD}/affinity.pt", f"walk/{METHOD}/rw"],
     ),
     (
         "classifier.lr",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,23 +10,21 @@ import pandas as pd
 import pytest
 from workflow_utils import load_script
 
-import wsss_core.seeds as seeds_module
-from wsss_core.cam_store import CamReader, CamRecord, write_store
-from wsss_core.crf import CRFParams
+import wsss_core.seeds.labels as seeds_module
+from wsss_core.cams.store import CamReader, CamRecord, write_store
+from wsss_core.data.layout import load_gt_mask, load_image, read_class_names, read_split
+from wsss_core.data.palette import load_mask
 from wsss_core.data.synthetic import generate_dataset
-from wsss_core.data.voc import load_gt_mask, load_image, read_class_names, read_split
-from wsss_core.evaluation import stage_tables
-from wsss_core.metrics import ConfusionMatrix
-from wsss_core.palette import load_mask
-from wsss_core.seeds import (
+from wsss_core.evaluate.masks import stage_tables
+from wsss_core.evaluate.metrics import ConfusionMatrix
+from wsss_core.evaluate.sweep import best_threshold, sweep_counts, sweep_thresholds
+from wsss_core.seeds.crf import CRFParams
+from wsss_core.seeds.labels import (
     alpha_labels,
     background_score,
-    best_threshold,
     crf_seeds,
     label_map,
     seed_labels,
-    sweep_counts,
-    sweep_thresholds,
     threshold_labels,
 )
 
@@ -232,7 +231,7 @@ def test_sweep_rejects_bad_arguments(dataset: Path, noisy_store: Path) -> None:
 def run_eval_cams(store: Path, root: Path, out: Path, values: list[str]) -> dict[str, pd.DataFrame]:
     argv = [
         "--store", str(store), "--data-root", str(root), "--split", "train",
-        "--mode", "threshold", "--values", *values,
+        "--config-json", json.dumps({"mode": "threshold", "values": [float(v) for v in values]}),
         "--out-csv", str(out / "cams.csv"), "--out-md", str(out / "cams.md"),
         "--out-sweep", str(out / "sweep.csv"), "--out-summary", str(out / "summary.csv"),
     ]  # fmt: skip
@@ -283,13 +282,12 @@ def test_crf_seeds_cli_shards_cover_the_store(dataset: Path, tmp_path: Path) -> 
     ids = read_split(dataset, "train")
     store = tmp_path / "oracle.h5"
     write_store(store, records_from_gt(dataset, ids, 0.0), "oracle")
-    crf_json = '{"bilateral_sxy": 20, "iterations": 5}'
+    cfg = {"alpha_low": 4, "alpha_high": 32, "crf": {"bilateral_sxy": 20, "iterations": 5}}
     out = tmp_path / "seeds"
     for shard in range(2):
         argv = [
             "--store", str(store), "--data-root", str(dataset),
-            "--ids-shard", str(shard), "--num-shards", "2",
-            "--alpha-low", "4", "--alpha-high", "32", "--crf-json", crf_json,
+            "--shard", str(shard), "--num-shards", "2", "--config-json", json.dumps(cfg),
             "--out-dir", str(out),
         ]  # fmt: skip
         assert load_script("crf_seeds").main(argv) == 0
@@ -318,7 +316,8 @@ def test_crf_seeds_cli_rejects_unknown_crf_key(
 ) -> None:
     argv = [
         "--store", str(noisy_store), "--data-root", str(dataset),
-        "--crf-json", '{"sxy": 3}', "--out-dir", str(tmp_path / "seeds"),
+        "--config-json", '{"alpha_low": 4, "alpha_high": 32, "crf": {"sxy": 3}}',
+        "--out-dir", str(tmp_path / "seeds"),
     ]  # fmt: skip
     assert load_script("crf_seeds").main(argv) == 2
     assert "'sxy'" in capsys.readouterr().err

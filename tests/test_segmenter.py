@@ -8,7 +8,7 @@ import pytest
 import timm
 import torch
 
-from wsss_core.segmenter import (
+from wsss_core.segmenter.model import (
     SegmenterConfig,
     build_segmenter,
     load_segmenter,

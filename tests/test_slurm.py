@@ -49,6 +49,7 @@ from slurm_cluster import (
 )
 from workflow_utils import (
     TINY_CONFIG,
+    VOC_PRESET,
     copy_workflow,
     expected_job_counts,
     load_yaml,
@@ -62,14 +63,11 @@ from workflow_utils import (
     write_config,
 )
 
+# the rules that can use a GPU: named in one place, config.yaml's resources.rules.<rule>.gpu
 GPU_RULES = {
-    "finetune_classifier",
-    "extract_cams",
-    "train_affinity",
-    "random_walk",
-    "walk_ceiling",
-    "train_segmenter",
-    "predict_segmenter",
+    rule
+    for rule, spec in load_yaml(REPO / "config.yaml")["resources"]["rules"].items()
+    if spec.get("gpu", False)
 }
 
 
@@ -155,19 +153,23 @@ def test_parse_jobcomp_and_submission_lines():
     assert submitted_job_ids(log) == {"2": "11", "0": "12"}
 
 
-def test_profile_asks_gpus_for_gpu_rules_only_and_names_real_rules():
+def test_profile_leaves_gpus_to_the_config_and_the_config_names_real_rules():
+    """The GPU rules are listed once, in the config (resources.rules.<rule>.gpu): the rules
+    ask for resources.gpus_per_job GPUs themselves, the profile repeats no rule names."""
     profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
     assert profile["executor"] == "slurm"
     assert profile["slurm-status-command"] == "squeue"
     assert profile["latency-wait"] >= 30
-    asks_gpu = {rule for rule, res in profile["set-resources"].items() if res.get("gpu", 0)}
-    assert asks_gpu == GPU_RULES
+    assert "set-resources" not in profile
     assert all("gpu" not in str(v) for v in profile["default-resources"].values())
+    assert GPU_RULES and "crf_seeds" not in GPU_RULES
     defined = set()
     for smk in (REPO / "rules").glob("*.smk"):
-        defined |= set(re.findall(r"^rule (\w+):", smk.read_text(), flags=re.M))
-    unknown = set(profile["set-resources"]) - defined
-    assert not unknown, f"profiles/slurm/config.yaml names rules the workflow lacks: {unknown}"
+        defined |= set(re.findall(r"^ *rule (\w+):", smk.read_text(), flags=re.M))
+    for configfile in (None, TINY_CONFIG, VOC_PRESET):
+        named = set(run_config(REPO, configfile)["resources"]["rules"])
+        unknown = named - defined
+        assert not unknown, f"resources.rules of {configfile} names no rule: {unknown}"
 
 
 # ---------------------------------------------------------------- a real SLURM
@@ -221,7 +223,8 @@ rule make_labels:
         "[print(int(x) ** 2) for x in open(sys.argv[1])]' {{input}} > {{output}}"
 
 
-# a GPU rule (by name, in the profile's set-resources) with its own threads, mem and runtime
+# a GPU rule (its resources name the GPU, as the workflow's do with resources.gpus_per_job)
+# with its own threads, mem and runtime
 rule finetune_classifier:
     input:
         "results/squares.txt",
@@ -233,6 +236,7 @@ rule finetune_classifier:
     resources:
         mem_mb=300,
         runtime=5,
+        gpu=1,
     shell:
         "env > {{log}}; {{PY}} -c 'import sys; v = [int(x) for x in open(sys.argv[1])]; "
         "print(len(v), sum(v), {{threads}})' {{input}} > {{output}}"
@@ -304,7 +308,7 @@ def test_profile_runs_workflow_through_sbatch_like_a_local_run(local_slurm: Loca
     assert "gpu" not in shown["make_labels"].get("TresPerJob", "")
     assert by_rule["finetune_classifier"]["TimeLimit"] == "5"  # the rule's own runtime
     assert gpu_tres["mem"] == "300M" and gpu_tres["cpu"] == "2"
-    assert shown["finetune_classifier"]["TresPerJob"] == "gres:gpu:1"  # profile: gpu: 1
+    assert shown["finetune_classifier"]["TresPerJob"] == "gres:gpu:1"  # the rule's gpu=1
     gpu_env = read_env(slurm_dir / "logs/finetune_classifier.env")
     cpu_env = read_env(slurm_dir / "logs/make_labels.env")
     assert gpu_env["SLURM_GPUS_ON_NODE"] == "1" and "SLURM_GPUS_ON_NODE" not in cpu_env
@@ -338,7 +342,13 @@ def test_tiny_workflow_through_slurm_equals_the_local_run(
     workdir = copy_workflow(tmp_path / "workflow")
     config = with_values(
         load_yaml(workdir / TINY_CONFIG),
-        {"run": "tiny_slurm", "cams.shards": 1, "affinity.shards": 1, "random_walk.shards": 1},
+        {
+            "run": "tiny_slurm",
+            "cams.shards": 1,
+            "seeds.shards": 1,
+            "walk.shards": 1,
+            "resources.gpus_per_job": 1,  # the GPU rules ask for the cluster's one GPU
+        },
     )
     configfile = write_config(workdir, "tests/configs/tiny_slurm.yaml", config)
     proc = run_workflow(

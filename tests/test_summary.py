@@ -9,12 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wsss_core.summary import (
-    STAGE_ORDER,
-    build_summary,
-    per_class_iou_table,
-    summary_tables,
-)
+from wsss_core.report.summary import STAGE_ORDER, build_summary, per_class_iou_table, summary_tables
 
 CLASSES = ["background", "disc", "square"]
 

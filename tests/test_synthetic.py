@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from PIL import Image
 
 from wsss_core.data import synthetic
+from wsss_core.data.palette import IGNORE_INDEX, VOC_PALETTE, load_mask
 from wsss_core.data.synthetic import (
     MAX_CLASSES,
     SHAPES,
@@ -19,7 +21,6 @@ from wsss_core.data.synthetic import (
     label_map,
     render_image,
 )
-from wsss_core.palette import IGNORE_INDEX, VOC_PALETTE, load_mask
 
 K = 4
 SIZE = 48
@@ -217,11 +218,12 @@ def _script(name):
 
 def test_make_synthetic_script_writes_the_dataset_atomically(tmp_path, dataset):
     main = _script("make_synthetic").main
-    args = ["--num-classes", "4", "--image-size", "48", "--num-train", "8", "--num-val", "4"]
+    cfg = {"num_classes": 4, "image_size": 48, "num_train": 8, "num_val": 4, "seed": 7}
     root = tmp_path / "data" / "synthetic"
-    assert main(["--root", str(root), *args, "--seed", "7"]) == 0
+    assert main(["--root", str(root), "--config-json", json.dumps(cfg)]) == 0
     assert _files(root) == _files(dataset)
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["synthetic"]
     # bad arguments: a clear error, nothing written
-    assert main(["--root", str(tmp_path / "bad"), *args[:-1], "0", "--seed", "7"]) == 2
+    bad = json.dumps({**cfg, "num_val": 0})
+    assert main(["--root", str(tmp_path / "bad"), "--config-json", bad]) == 2
     assert not (tmp_path / "bad").exists()

@@ -11,9 +11,8 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from wsss_core.classifier import ClassifierConfigError, build_classifier, load_classifier
-from wsss_core.train.schedules import warmup_cosine
-from wsss_core.train_classifier import (
+from wsss_core.classifier.model import ClassifierConfigError, build_classifier, load_classifier
+from wsss_core.classifier.train import (
     HISTORY_COLUMNS,
     TrainConfig,
     build_optimizer,
@@ -21,6 +20,7 @@ from wsss_core.train_classifier import (
     set_learning_rate,
     train,
 )
+from wsss_core.train.schedules import warmup_cosine
 
 NAMES = ["red", "green", "blue"]
 CFG = {

@@ -12,18 +12,18 @@ import pandas as pd
 import pytest
 import torch
 
+from wsss_core.data.layout import read_class_names
+from wsss_core.data.palette import save_mask
 from wsss_core.data.synthetic import generate_dataset
-from wsss_core.data.voc import read_class_names
-from wsss_core.palette import save_mask
-from wsss_core.segmenter import build_segmenter, load_segmenter
-from wsss_core.train.schedules import poly
-from wsss_core.train_segmenter import (
+from wsss_core.segmenter.model import build_segmenter, load_segmenter
+from wsss_core.segmenter.train import (
     TrainConfig,
     make_optimizer,
     parse_config,
     set_poly_lr,
     train_segmenter,
 )
+from wsss_core.train.schedules import poly
 
 torch.set_num_threads(1)
 
@@ -176,11 +176,12 @@ def test_cli_writes_model_and_history(data, tmp_path, capsys):
     out = tmp_path / "cli"
     config = json.dumps({**CONFIG, "epochs": 1})
     argv = ["--masks", str(data / "SegmentationClass"), "--data-root", str(data)]
-    argv += ["--config-json", config, "--seed", "1", "--device", "cpu", "--threads", "1"]
+    argv += ["--split", "train", "--seed", "1", "--device", "cpu", "--threads", "1"]
+    argv += ["--config-json", config]
     assert train_script.main([*argv, "--out-dir", str(out)]) == 0
     assert (out / "segmenter.pt").is_file()
     assert len(pd.read_csv(out / "history.csv")) == 1
-    code = train_script.main([*argv[:4], "--config-json", "[1]", "--out-dir", str(out)])
+    code = train_script.main([*argv[:-2], "--config-json", "[1]", "--out-dir", str(out)])
     assert code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
         "train_segmenter: error: --config-json must be a JSON object "

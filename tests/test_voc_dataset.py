@@ -8,24 +8,22 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from wsss_core.data.datasets import VOCClassification, VOCSegmentation
 from wsss_core.data.labels import build_label_table, read_label_table, write_label_table
+from wsss_core.data.layout import load_gt_mask, load_image
+from wsss_core.data.palette import save_mask
 from wsss_core.data.synthetic import generate_dataset
-from wsss_core.data.voc import (
+from wsss_core.data.transforms import (
     ColourJitter,
     Normalise,
     RandomCrop,
     RandomHorizontalFlip,
     RandomRescale,
-    VOCClassification,
-    VOCSegmentation,
     eval_transform,
     image_to_tensor,
-    load_gt_mask,
-    load_image,
     mask_to_tensor,
     train_transform,
 )
-from wsss_core.palette import save_mask
 
 MEAN = (0.5, 0.25, 0.125)
 STD = (0.5, 0.25, 0.2)
@@ -223,8 +221,8 @@ def test_dataloader_batches_augmented_items(root):
 
 
 def test_gt_mask_prefers_segmentation_class_aug(tmp_path):
-    from wsss_core.data.voc import load_gt_mask
-    from wsss_core.palette import save_mask
+    from wsss_core.data.layout import load_gt_mask
+    from wsss_core.data.palette import save_mask
 
     save_mask(tmp_path / "SegmentationClass" / "a.png", np.zeros((2, 2), np.uint8))
     save_mask(tmp_path / "SegmentationClass" / "b.png", np.zeros((2, 2), np.uint8))

@@ -13,6 +13,7 @@ from voc_miniature import Miniature, sbd_tgz, voc_tar, write_sbd_mat, write_sbd_
 from workflow_utils import load_script
 
 from wsss_core.data.download import EXTRACTION_STAMP, is_extracted
+from wsss_core.data.palette import load_mask
 from wsss_core.data.voc_prepare import (
     VOC_CLASSES,
     mask_dir_for_split,
@@ -21,7 +22,6 @@ from wsss_core.data.voc_prepare import (
     sbd_mat_to_png,
     train_aug_ids,
 )
-from wsss_core.palette import load_mask
 
 VOC_TRAIN = ["2007_000001", "2007_000002"]
 VOC_VAL = ["2007_000003", "2008_000004"]

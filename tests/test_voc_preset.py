@@ -70,12 +70,12 @@ SIZES = {
     "classifier.epochs": 1,
     "classifier.num_workers": 0,
     "cams.shards": 2,
-    "affinity.shards": 2,
+    "seeds.shards": 2,
     "affinity.net.epochs": 1,
     "affinity.net.batch_size": 8,
     "affinity.net.crop_size": 64,
     "affinity.net.num_workers": 0,
-    "random_walk.shards": 2,
+    "walk.shards": 2,
     "segmenter.net.backbone": "resnet10t",
     "segmenter.net.aspp_channels": 32,
     "segmenter.net.decoder_channels": 32,
@@ -242,7 +242,7 @@ def test_summary_has_a_row_per_stage(voc_run: VOCRun):
     summary = pd.read_csv(voc_run.results / "tables" / "summary.csv")
     seg = config["segmenter"]["pseudo_method"]
     rows = [("relevance map", m) for m in config["cams"]["methods"]]
-    for m in config["affinity"]["methods"]:
+    for m in config["seeds"]["methods"]:
         rows += [(stage, m) for stage in ("seeds", "random walk", "random walk + CRF")]
     rows += [("segmenter", seg), ("segmenter + CRF", seg)]
     assert list(summary[["stage", "method"]].itertuples(index=False, name=None)) == rows

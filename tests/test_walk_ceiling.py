@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from workflow_utils import load_script
 
-from wsss_core.affinity import (
-    label_features,
-    neighbour_offsets,
-    offsets_inside,
-    pair_affinities,
-    pair_labels,
-    random_walk,
-)
-from wsss_core.cam_store import CamReader
-from wsss_core.data.voc import load_gt_mask, read_class_names, read_split
-from wsss_core.metrics import ConfusionMatrix
-from wsss_core.palette import IGNORE_INDEX
-from wsss_core.seeds import alpha_labels
-from wsss_core.walk_ceiling import STAGES, WalkParams, ceiling_masks, ceiling_table
+from wsss_core.affinity.pairs import neighbour_offsets, offsets_inside, pair_affinities, pair_labels
+from wsss_core.cams.store import CamReader
+from wsss_core.data.layout import load_gt_mask, read_class_names, read_split
+from wsss_core.data.palette import IGNORE_INDEX
+from wsss_core.evaluate.metrics import ConfusionMatrix
+from wsss_core.seeds.labels import alpha_labels
+from wsss_core.walk.ceiling import STAGES, WalkParams, ceiling_masks, ceiling_table
+from wsss_core.walk.walk import label_features, random_walk
 
 # Three regions and a border band of unsure cells (255).
 GRID = torch.tensor(
@@ -105,17 +101,30 @@ def test_ceiling_table_values():
 
 def test_walk_ceiling_script_rejects_a_non_positive_every(capsys):
     argv = ["--store", "s.h5", "--affinity", "a.pt", "--data-root", "d", "--split", "train"]
-    argv += ["--alpha", "4", "--out-csv", "t.csv", "--out-md", "t.md", "--every", "0"]
+    argv += ["--device", "cpu"]
+    walk = {"ceiling_every": 0, "alpha": 4, "beta": 8, "logt": 8, "radius": 5}
+    argv += ["--config-json", json.dumps(walk), "--out-csv", "t.csv", "--out-md", "t.md"]
     with pytest.raises(SystemExit) as info:
         load_script("walk_ceiling").parse_args(argv)
     assert info.value.code == 2
-    assert "--every must be a positive integer, got 0" in capsys.readouterr().err
+    assert "walk.ceiling_every must be a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_walk_ceiling_script_names_a_missing_config_key():
+    """The scripts hold no defaults of config values: a key missing from --config-json is an
+    error that names it (the schema's defaults fill it in a workflow run)."""
+    argv = ["--store", "s.h5", "--affinity", "a.pt", "--data-root", "d", "--split", "train"]
+    argv += ["--device", "cpu"]
+    walk = {"ceiling_every": 1, "alpha": 4, "logt": 8, "radius": 5}
+    argv += ["--config-json", json.dumps(walk), "--out-csv", "t.csv", "--out-md", "t.md"]
+    with pytest.raises(ValueError, match=r"--config-json lacks the config key\(s\) walk.beta"):
+        load_script("walk_ceiling").parse_args(argv)
 
 
 @pytest.mark.slow
 def test_walk_ceiling_table_of_the_tiny_run(tiny_run):
-    res, walk = tiny_run.results, tiny_run.config["random_walk"]
-    for method in tiny_run.config["affinity"]["methods"]:
+    res, walk = tiny_run.results, tiny_run.config["walk"]
+    for method in tiny_run.config["seeds"]["methods"]:
         table = pd.read_csv(res / f"tables/walk_ceiling_{method}.csv")
         assert table["stage"].tolist() == list(STAGES)
         assert table["mIoU"].between(0, 100).all()

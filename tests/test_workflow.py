@@ -57,13 +57,13 @@ SCHEMA = REPO / "schemas" / "config.schema.yaml"
 IGNORE = 255
 
 # The rule graph of the design (rule -> rules that read its outputs): data -> classifier ->
-# relevance maps -> seeds -> AffinityNet -> random walk -> segmenter, every stage scored, the
-# scores summarised, figures drawn last.
+# cams (relevance maps) -> seeds -> affinity (AffinityNet) -> walk (random walk) -> segmenter,
+# every stage scored, the scores summarised, figures drawn last.
 EXPECTED_RULE_GRAPH = {
     "make_synthetic": {
         "make_labels", "finetune_classifier", "extract_cams", "eval_cams", "crf_seeds",
-        "train_affinity", "random_walk", "eval_pseudo", "train_segmenter", "predict_segmenter",
-        "eval_segmenter", "figure_samples", "walk_ceiling",
+        "eval_seeds", "train_affinity", "random_walk", "eval_walk", "train_segmenter",
+        "predict_segmenter", "eval_segmenter", "figure_samples", "walk_ceiling",
     },
     "make_labels": {"finetune_classifier", "extract_cams"},
     "finetune_classifier": {"extract_cams", "train_affinity", "figure_curves", "all"},
@@ -72,11 +72,12 @@ EXPECTED_RULE_GRAPH = {
     "eval_cams": {"compare_cams", "summary"},
     "compare_cams": {"all"},
     "crf_seeds": {"gather_seeds"},
-    "gather_seeds": {"train_affinity", "eval_pseudo", "figure_samples"},
+    "gather_seeds": {"train_affinity", "eval_seeds", "figure_samples"},
+    "eval_seeds": {"summary"},
     "train_affinity": {"random_walk", "figure_curves", "walk_ceiling"},
-    "random_walk": {"gather_pseudo"},
-    "gather_pseudo": {"eval_pseudo", "train_segmenter", "figure_samples"},
-    "eval_pseudo": {"summary"},
+    "random_walk": {"gather_walk"},
+    "gather_walk": {"eval_walk", "train_segmenter", "figure_samples"},
+    "eval_walk": {"summary"},
     "train_segmenter": {"predict_segmenter", "figure_curves"},
     "predict_segmenter": {"eval_segmenter", "figure_samples"},
     "eval_segmenter": {"summary"},
@@ -92,8 +93,8 @@ EXPECTED_RULE_GRAPH = {
 # login node's network, the others take seconds, less than a job's scheduling.
 LOCAL_RULES = {
     "download_voc", "download_sbd", "make_synthetic", "make_labels", "gather_cams",
-    "compare_cams", "gather_seeds", "gather_pseudo", "eval_pseudo", "eval_segmenter", "summary",
-    "figure_samples", "figure_curves", "figure_runtimes",
+    "compare_cams", "gather_seeds", "eval_seeds", "gather_walk", "eval_walk", "eval_segmenter",
+    "summary", "figure_samples", "figure_curves", "figure_runtimes",
 }  # fmt: skip
 
 # Keys of the classifier section that the model and input code read (wsss_core.classifier,
@@ -132,11 +133,11 @@ def test_schema_lists_exactly_the_keys_the_code_reads():
     """The free-form sections (classifier, affinity.net, segmenter.net) name every key their
     code reads and no other, so a typo or a wrong type stops the run at start-up instead of
     being ignored or failing an hour later in a training job."""
-    from wsss_core.affinity_net import AffinityNetConfig
-    from wsss_core.segmenter import SegmenterConfig
-    from wsss_core.train_affinity import AffinityTrainConfig
-    from wsss_core.train_classifier import TrainConfig as ClassifierTrainConfig
-    from wsss_core.train_segmenter import TrainConfig as SegmenterTrainConfig
+    from wsss_core.affinity.net import AffinityNetConfig
+    from wsss_core.affinity.train import AffinityTrainConfig
+    from wsss_core.classifier.train import TrainConfig as ClassifierTrainConfig
+    from wsss_core.segmenter.model import SegmenterConfig
+    from wsss_core.segmenter.train import TrainConfig as SegmenterTrainConfig
 
     def names(cls) -> set[str]:
         return {f.name for f in fields(cls)}
@@ -182,9 +183,9 @@ def test_config_files_match_the_schema(configfile):
 def test_config_sections_pass_the_codes_own_checks(configfile):
     """The training sections of config.yaml and each preset are accepted by the parsers their
     rules call (which reject unknown keys or bad values only when the job starts)."""
-    from wsss_core.train_affinity import split_config
-    from wsss_core.train_classifier import TrainConfig
-    from wsss_core.train_segmenter import parse_config
+    from wsss_core.affinity.train import split_config
+    from wsss_core.classifier.train import TrainConfig
+    from wsss_core.segmenter.train import parse_config
 
     config = run_config(REPO, configfile)
     TrainConfig.from_dict(config["classifier"])
@@ -249,8 +250,8 @@ BAD_CONFIGS = {
         ["config key segmenter.net.output_stride: 32 is not one of [8, 16]"],
     ),
     "zero_shards": (
-        {"random_walk.shards": 0},
-        ["config key random_walk.shards: 0 is less than the minimum of 1"],
+        {"walk.shards": 0},
+        ["config key walk.shards: 0 is less than the minimum of 1"],
     ),
     "two_errors_at_once": (
         {"seed": -1, "report.num_val_samples": "4"},
@@ -260,8 +261,8 @@ BAD_CONFIGS = {
         ],
     ),
     "pseudo_method_not_extracted": (
-        {"affinity.methods": ["rollout", "full_lrp"]},
-        ["config key affinity.methods: 'full_lrp' is not among cams.methods"],
+        {"seeds.methods": ["rollout", "full_lrp"]},
+        ["config key seeds.methods: 'full_lrp' is not among cams.methods"],
     ),
 }
 
@@ -311,9 +312,9 @@ def test_dry_run_schedules_one_job_per_method_shard_and_stage(configfile, dry_wo
     config = run_config(dry_workdir, configfile)
     counts = job_counts(output(proc))
     assert counts == expected_job_counts(config)
-    cams, walk = config["cams"], config["random_walk"]
+    cams, walk = config["cams"], config["walk"]
     assert counts["extract_cams"] == len(cams["methods"]) * cams["shards"]
-    assert counts["random_walk"] == len(config["affinity"]["methods"]) * walk["shards"]
+    assert counts["random_walk"] == len(config["seeds"]["methods"]) * walk["shards"]
     if config["data"]["source"] == "voc2012":
         assert {"download_voc", "download_sbd", "prepare_voc"} <= set(counts)
         assert "make_synthetic" not in counts
@@ -357,6 +358,34 @@ def test_rule_graph_is_the_designed_pipeline(dry_workdir):
     assert rule_graph(dry_workdir, TINY_CONFIG) == EXPECTED_RULE_GRAPH
 
 
+@pytest.mark.parametrize("configfile", [TINY_CONFIG, VOC_PRESET], ids=["tiny", "voc2012"])
+def test_lint_finds_nothing(configfile, dry_workdir):
+    """``snakemake --lint``: no finding (every setting reaches a rule as input or params, one
+    conda environment per rule, functions only in rules/common.smk, no path composed with +)."""
+    proc = snakemake(dry_workdir, "--lint", "--configfile", configfile, timeout=120)
+    text = output(proc)
+    assert proc.returncode == 0, tail(text)
+    assert "Congratulations, your workflow is in a good condition!" in text, tail(text)
+    assert "Lints for" not in text, tail(text)
+
+
+def test_config_errors_name_every_key_at_once(tmp_path):
+    """wsss_core.config (what rules/common.smk runs first): one line per problem, each starting
+    with the dotted config key; the renamed sections' old keys are unknown keys."""
+    from wsss_core.config import config_errors, config_key
+
+    assert config_key(["cams", "methods", 1]) == "cams.methods[1]"
+    assert config_key([]) == "(top level)"
+    config = run_config(REPO, TINY_CONFIG)
+    assert config_errors(config, SCHEMA) == []
+    config["random_walk"] = config.pop("walk")
+    config["affinity"]["methods"] = config["seeds"]["methods"]
+    errors = config_errors(config, SCHEMA)
+    assert any(e.startswith("config key affinity.methods: unknown key") for e in errors), errors
+    assert any(e.startswith("config key random_walk: unknown key") for e in errors), errors
+    assert "config key walk: missing (required under (top level))" in errors
+
+
 def test_cheap_rules_are_local_rules():
     """Under a cluster profile, the downloads and the rules that take seconds run in
     Snakemake's own process (their ``localrules:`` blocks); tests/test_slurm.py checks that
@@ -372,7 +401,7 @@ def test_tiny_run_completes_every_job(tiny_run: WorkflowRun):
     """Every job of the design ran, and the scattered shards (temp) are gone."""
     total = sum(expected_job_counts(tiny_run.config).values())
     assert f"{total} of {total} steps (100%) done" in tiny_run.log
-    for shards in ("cams/shards", "seeds/shards", "pseudo/shards"):
+    for shards in ("cams/shards", "seeds/shards", "walk/shards"):
         left = [p for p in (tiny_run.results / shards).rglob("*") if p.is_file()]
         assert left == [], f"temp shards left in {shards}"
     print(f"\ntiny run: {total} jobs in {tiny_run.seconds:.1f} s")
@@ -399,10 +428,11 @@ def test_tiny_run_writes_every_stage(tiny_run: WorkflowRun):
                                                                           "_summary.csv")),
         "tables/cams_comparison.csv",
         "tables/cams_comparison.md",
-        *(f"affinity/{m}/{f}" for m in cfg["affinity"]["methods"]
+        *(f"affinity/{m}/{f}" for m in cfg["seeds"]["methods"]
           for f in ("affinity.pt", "history.csv")),
-        *(f"tables/pseudo_{m}_{k}{s}" for m in cfg["affinity"]["methods"]
-          for k in ("seeds", "rw", "rw_crf") for s in (".csv", ".md", "_summary.csv")),
+        *(f"tables/{name}{s}" for m in cfg["seeds"]["methods"]
+          for name in (f"seeds_{m}", f"walk_{m}_rw", f"walk_{m}_rw_crf")
+          for s in (".csv", ".md", "_summary.csv")),
         f"segmenter/{seg}/segmenter.pt",
         f"segmenter/{seg}/history.csv",
         *(f"tables/segmenter_{seg}_{k}{s}" for k in ("seg", "seg_crf")
@@ -412,7 +442,7 @@ def test_tiny_run_writes_every_stage(tiny_run: WorkflowRun):
         "tables/summary_per_class.csv",
         "tables/summary_per_class.md",
         "tables/runtimes.csv",
-        *(f"tables/walk_ceiling_{m}{s}" for m in cfg["affinity"]["methods"]
+        *(f"tables/walk_ceiling_{m}{s}" for m in cfg["seeds"]["methods"]
           for s in (".csv", ".md")),
         "figures/samples.png",
         "figures/training_curves.png",
@@ -511,8 +541,8 @@ def test_masks_cover_every_image_with_valid_labels(tiny_run: WorkflowRun):
     num_classes = cfg["data"]["synthetic"]["num_classes"]
     labels = pd.read_csv(res / "labels/train.csv", dtype={"image_id": str}).set_index("image_id")
     val_ids = read_ids(res / "data/synthetic/ImageSets/Segmentation/val.txt")
-    for method in cfg["affinity"]["methods"]:
-        for folder in (f"seeds/{method}", f"pseudo/{method}/rw", f"pseudo/{method}/rw_crf"):
+    for method in cfg["seeds"]["methods"]:
+        for folder in (f"seeds/{method}", f"walk/{method}/rw", f"walk/{method}/rw_crf"):
             pngs = sorted((res / folder).glob("*.png"))
             assert [p.stem for p in pngs] == sorted(labels.index), folder
             values = set()
@@ -537,7 +567,7 @@ def test_masks_cover_every_image_with_valid_labels(tiny_run: WorkflowRun):
 def expected_summary_rows(config) -> list[tuple[str, str, str]]:
     """(stage, method, split) of every summary row, in order."""
     rows = [("relevance map", m, "train") for m in config["cams"]["methods"]]
-    for m in config["affinity"]["methods"]:
+    for m in config["seeds"]["methods"]:
         rows += [(stage, m, "train") for stage in ("seeds", "random walk", "random walk + CRF")]
     seg = config["segmenter"]["pseudo_method"]
     rows += [("segmenter", seg, "val"), ("segmenter + CRF", seg, "val")]
@@ -548,8 +578,8 @@ def stage_tables(config) -> list[str]:
     """The per-stage table names (tables/<name>_summary.csv, tables/<name>.csv) in the order
     of expected_summary_rows."""
     names = [f"cams_{m}" for m in config["cams"]["methods"]]
-    for m in config["affinity"]["methods"]:
-        names += [f"pseudo_{m}_{k}" for k in ("seeds", "rw", "rw_crf")]
+    for m in config["seeds"]["methods"]:
+        names += [f"seeds_{m}", f"walk_{m}_rw", f"walk_{m}_rw_crf"]
     seg = config["segmenter"]["pseudo_method"]
     return names + [f"segmenter_{seg}_seg", f"segmenter_{seg}_seg_crf"]
 
@@ -669,7 +699,7 @@ def test_training_is_reproducible(tiny_run: WorkflowRun, tmp_path):
         "--seed", str(cfg["seed"]), "--threads", str(cfg["resources"]["threads"]),
         "--device", cfg["device"], "--data-root", f"{res}/data/synthetic",
     ]  # fmt: skip
-    method = cfg["affinity"]["methods"][0]
+    method = cfg["seeds"]["methods"][0]
     runs = {
         "classifier": [
             "workflow_scripts/finetune_classifier.py", *common,
@@ -714,13 +744,13 @@ PARAM_CHANGES = [
     ("classifier.lr", 0.002, {"finetune_classifier"}),
     ("cams.start_layer", 2, {"extract_cams"}),
     ("cams.eval.values", [0.3, 0.5], {"eval_cams"}),
-    ("affinity.alpha_high", 16, {"crf_seeds"}),
-    ("affinity.crf.iterations", 5, {"crf_seeds"}),
+    ("seeds.alpha_high", 16, {"crf_seeds"}),
+    ("seeds.crf.iterations", 5, {"crf_seeds"}),
     ("affinity.net.epochs", 2, {"train_affinity"}),
     # beta 8 -> 4 with alpha 8 and logt 4: the set of param values {4, 8} stays the same
-    ("random_walk.beta", 4, {"random_walk", "walk_ceiling"}),
-    ("random_walk.crf.iterations", 5, {"random_walk"}),
-    ("random_walk.ceiling_every", 2, {"walk_ceiling"}),
+    ("walk.beta", 4, {"random_walk", "walk_ceiling"}),
+    ("walk.crf.iterations", 5, {"random_walk"}),
+    ("walk.ceiling_every", 2, {"walk_ceiling"}),
     ("segmenter.net.epochs", 2, {"train_segmenter"}),
     ("segmenter.inference.flip", False, {"predict_segmenter"}),
     ("report.num_val_samples", 3, {"figure_samples"}),
@@ -782,19 +812,19 @@ def test_changed_parameter_reruns_its_stage_and_descendants_only(
 
 @pytest.mark.slow
 def test_random_walk_change_leaves_upstream_alone(tiny_run: WorkflowRun, tiny_graph):
-    """random_walk.beta: the random walk, both pseudo-mask kinds and their scores, the
+    """walk.beta: the random walk, both pseudo-mask kinds and their scores, the
     segmenter and the report rerun; the classifier, relevance maps, seeds (and their score)
     and the AffinityNet do not."""
-    config = with_values(load_yaml(tiny_run.workdir / tiny_run.configfile), {"random_walk.beta": 2})
+    config = with_values(load_yaml(tiny_run.workdir / tiny_run.configfile), {"walk.beta": 2})
     configfile = write_config(tiny_run.workdir, "changed/beta2.yaml", config)
     proc = snakemake(tiny_run.workdir, "-n", "--configfile", configfile)
     counts = job_counts(output(proc))
-    shards = tiny_run.config["random_walk"]["shards"]
-    pseudo = len(tiny_run.config["affinity"]["methods"])
+    shards = tiny_run.config["walk"]["shards"]
+    pseudo = len(tiny_run.config["seeds"]["methods"])
     assert counts == {
         "random_walk": pseudo * shards,
-        "gather_pseudo": 2 * pseudo,
-        "eval_pseudo": 2 * pseudo,  # rw and rw_crf; the seeds' score stays
+        "gather_walk": 2 * pseudo,
+        "eval_walk": 2 * pseudo,  # rw and rw_crf; the seeds' score (eval_seeds) stays
         "train_segmenter": 1,
         "predict_segmenter": 1,
         "eval_segmenter": 2,

@@ -30,8 +30,8 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
+from wsss_core.data.palette import IGNORE_INDEX, save_mask
 from wsss_core.data.voc import VOC_CLASSES
-from wsss_core.palette import IGNORE_INDEX, save_mask
 
 VOC_PREFIX = "VOCdevkit/VOC2012"
 SBD_PREFIX = "benchmark_RELEASE/dataset"

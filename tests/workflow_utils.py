@@ -132,7 +132,7 @@ def run_config(workdir: Path, configfile: str | None = None) -> dict[str, Any]:
 
 
 def with_values(config: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
-    """A deep copy of ``config`` with dotted keys set: {"random_walk.beta": 4}."""
+    """A deep copy of ``config`` with dotted keys set: {"walk.beta": 4}."""
     changed = copy.deepcopy(dict(config))
     for dotted, value in values.items():
         *parents, last = dotted.split(".")
@@ -157,8 +157,8 @@ def expected_job_counts(config: Mapping[str, Any]) -> dict[str, int]:
     """How many jobs of each rule a full run of ``config`` has, from the design (one job per
     method and shard, one per method, one per stage ...), written independently of rules/."""
     data = config["data"]
-    cams, aff, rw = config["cams"], config["affinity"], config["random_walk"]
-    methods, pseudo = len(cams["methods"]), len(aff["methods"])
+    cams, seeds, rw = config["cams"], config["seeds"], config["walk"]
+    methods, pseudo = len(cams["methods"]), len(seeds["methods"])
     counts = {}
     if data["source"] == "synthetic":
         counts["make_synthetic"] = 1
@@ -174,12 +174,13 @@ def expected_job_counts(config: Mapping[str, Any]) -> dict[str, int]:
             "gather_cams": methods,
             "eval_cams": methods,
             "compare_cams": 1,
-            "crf_seeds": pseudo * aff["shards"],
+            "crf_seeds": pseudo * seeds["shards"],
             "gather_seeds": pseudo,
+            "eval_seeds": pseudo,
             "train_affinity": pseudo,
             "random_walk": pseudo * rw["shards"],
-            "gather_pseudo": 2 * pseudo,  # rw and rw_crf
-            "eval_pseudo": 3 * pseudo,  # seeds, rw, rw_crf
+            "gather_walk": 2 * pseudo,  # rw and rw_crf
+            "eval_walk": 2 * pseudo,  # rw and rw_crf
             "train_segmenter": 1,
             "predict_segmenter": 1,
             "eval_segmenter": 2,  # seg, seg_crf

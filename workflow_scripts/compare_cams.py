@@ -13,8 +13,8 @@ import logging
 import pandas as pd
 
 from wsss_core.cli import script_main
-from wsss_core.evaluation import comparison_table
-from wsss_core.tables import write_table
+from wsss_core.evaluate.masks import comparison_table
+from wsss_core.io import write_table
 
 log = logging.getLogger("compare_cams")
 

@@ -10,17 +10,18 @@ background from the high-alpha one, 255 elsewhere. Writes ``<out-dir>/<id>.png``
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
 from tqdm import tqdm
 
-from wsss_core.cam_store import CamReader
-from wsss_core.cli import script_main
-from wsss_core.crf import parse_crf_json
-from wsss_core.data.voc import load_image
-from wsss_core.palette import save_mask
-from wsss_core.seeds import crf_seeds
+from wsss_core.cams.store import CamReader
+from wsss_core.cli import config_json, script_main
+from wsss_core.data.layout import load_image
+from wsss_core.data.palette import save_mask
+from wsss_core.seeds.crf import parse_crf_json
+from wsss_core.seeds.labels import crf_seeds
 from wsss_core.shards import shard_ids
 
 log = logging.getLogger("crf_seeds")
@@ -31,22 +32,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--store", required=True, help="relevance-map store cams/<method>.h5")
     parser.add_argument("--data-root", required=True, help="dataset root in VOC layout")
-    parser.add_argument("--ids-shard", type=int, default=0, help="0-based shard index")
+    parser.add_argument("--shard", type=int, default=0, help="0-based shard index")
     parser.add_argument("--num-shards", type=int, default=1)
-    parser.add_argument("--alpha-low", type=float, default=4.0)
-    parser.add_argument("--alpha-high", type=float, default=32.0)
-    parser.add_argument("--crf-json", default="{}", help="CRF parameters as a JSON object")
+    parser.add_argument(
+        "--config-json", required=True,
+        help="config keys seeds.{alpha_low, alpha_high, crf} as a JSON object",
+    )  # fmt: skip
     parser.add_argument("--out-dir", required=True, help="folder for <id>.png seed masks")
     args = parser.parse_args(argv)
 
-    params = parse_crf_json(args.crf_json, "affinity.crf")
+    cfg = config_json(args.config_json, "seeds", ("alpha_low", "alpha_high", "crf"))
+    args.alpha_low, args.alpha_high = float(cfg["alpha_low"]), float(cfg["alpha_high"])
+    params = parse_crf_json(json.dumps(cfg["crf"]), "seeds.crf", option="--config-json")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with CamReader(args.store) as reader:
-        ids = shard_ids(reader.ids(), args.ids_shard, args.num_shards)
+        ids = shard_ids(reader.ids(), args.shard, args.num_shards)
         log.info(
             "shard %d/%d: %d images; alphas %g/%g; %s",
-            args.ids_shard,
+            args.shard,
             args.num_shards,
             len(ids),
             args.alpha_low,

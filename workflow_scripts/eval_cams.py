@@ -14,18 +14,16 @@ import logging
 
 import pandas as pd
 
-from wsss_core.cam_store import CamReader
-from wsss_core.cli import script_main
-from wsss_core.data.voc import read_class_names, read_split
-from wsss_core.evaluation import stage_tables
-from wsss_core.seeds import (
-    DEFAULT_ALPHAS,
-    DEFAULT_THRESHOLDS,
-    MODES,
+from wsss_core.cams.store import CamReader
+from wsss_core.cli import config_json, script_main
+from wsss_core.data.layout import read_class_names, read_split
+from wsss_core.evaluate.masks import stage_tables
+from wsss_core.evaluate.sweep import (
     best_threshold,
     sweep_thresholds,
 )
-from wsss_core.tables import write_table
+from wsss_core.io import write_table
+from wsss_core.seeds.labels import MODES
 
 STAGE = "relevance map"
 
@@ -43,16 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--store", required=True, help="relevance-map store cams/<method>.h5")
     parser.add_argument("--data-root", required=True, help="dataset root in VOC layout")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--mode", choices=MODES, default="threshold")
+    parser.add_argument("--split", required=True, help="config key data.train_split")
     parser.add_argument(
-        "--values",
-        type=float,
-        nargs="+",
-        default=None,
-        help="background scores (threshold mode; default 0.05..0.95) or alphas "
-        "(alpha mode; default 1 2 4 8 16 32)",
-    )
+        "--config-json", required=True,
+        help="config keys cams.eval.{mode, values} as a JSON object: background scores "
+        f"(mode threshold) or alphas (mode alpha); modes: {', '.join(MODES)}",
+    )  # fmt: skip
     parser.add_argument("--method", default=None, help="method name (default: the store's)")
     parser.add_argument("--out-csv", required=True, help="per-class table at the best value")
     parser.add_argument("--out-md", default=None, help="the same as Markdown")
@@ -60,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-summary", required=True, help="one-row summary CSV")
     args = parser.parse_args(argv)
 
-    values = args.values or list(DEFAULT_THRESHOLDS if args.mode == "threshold" else DEFAULT_ALPHAS)
+    cfg = config_json(args.config_json, "cams.eval", ("mode", "values"))
+    args.mode, values = cfg["mode"], [float(v) for v in cfg["values"]]
+    if args.mode not in MODES:
+        parser.error(f"cams.eval.mode must be one of {', '.join(MODES)}, got {args.mode!r}")
     class_names = read_class_names(args.data_root)
     ids = read_split(args.data_root, args.split)
     with CamReader(args.store) as reader:

@@ -12,9 +12,9 @@ import argparse
 import logging
 
 from wsss_core.cli import script_main
-from wsss_core.data.voc import read_class_names, read_split
-from wsss_core.evaluation import evaluate_masks_detailed, stage_tables
-from wsss_core.tables import write_table
+from wsss_core.data.layout import read_class_names, read_split
+from wsss_core.evaluate.masks import evaluate_masks_detailed, stage_tables
+from wsss_core.io import write_table
 
 log = logging.getLogger("eval_masks")
 

@@ -19,14 +19,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from wsss_core.cam_store import CamRecord, write_store
-from wsss_core.classifier import load_classifier
-from wsss_core.cli import script_main
+from wsss_core.cams.lrp import VARIANTS
+from wsss_core.cams.methods import METHODS
+from wsss_core.cams.multiscale import check_scales, explain_multiscale
+from wsss_core.cams.store import CamRecord, write_store
+from wsss_core.classifier.model import load_classifier
+from wsss_core.cli import config_json, script_main
 from wsss_core.data.labels import read_label_table
-from wsss_core.data.voc import eval_transform, image_to_tensor, load_image
-from wsss_core.lrp import VARIANTS
-from wsss_core.multiscale import check_scales, explain_multiscale
-from wsss_core.relevance import METHODS
+from wsss_core.data.layout import load_image
+from wsss_core.data.transforms import eval_transform, image_to_tensor
 from wsss_core.runtime import select_device, set_threads
 from wsss_core.shards import shard_ids
 
@@ -41,9 +42,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--method", required=True, choices=METHODS)
     parser.add_argument("--shard", type=int, default=0, help="0-based shard index")
     parser.add_argument("--num-shards", type=int, default=1)
-    parser.add_argument("--scales", type=float, nargs="+", default=[1.0])
-    parser.add_argument("--flip", action="store_true", help="add horizontally flipped inputs")
-    parser.add_argument("--start-layer", type=int, default=1, help="first block of rollouts")
+    parser.add_argument(
+        "--config-json", required=True,
+        help="config keys cams.{scales, flip, start_layer} as a JSON object",
+    )  # fmt: skip
     parser.add_argument(
         "--lrp-variant",
         choices=VARIANTS,
@@ -51,16 +53,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="LRP rules: chefer (layers_ours, default) or original (layers_lrp)",
     )
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", required=True, help="config key device")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", required=True, help="shard store .h5")
     args = parser.parse_args(argv)
+    cfg = config_json(args.config_json, "cams", ("scales", "flip", "start_layer"))
+    args.scales = [float(s) for s in cfg["scales"]]  # as argparse gave them
+    args.flip, args.start_layer = bool(cfg["flip"]), int(cfg["start_layer"])
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     try:
         check_scales(args.scales)
     except ValueError as err:
-        parser.error(f"--scales: {err}")
+        parser.error(f"cams.scales: {err}")
     return args
 
 

@@ -15,21 +15,24 @@ import argparse
 import logging
 from pathlib import Path
 
-from wsss_core.cli import UserError, script_main
-from wsss_core.data.voc import read_split
-from wsss_core.figures import (
+from wsss_core.cli import UserError, config_json, script_main
+from wsss_core.data.layout import read_split
+from wsss_core.io import write_table
+from wsss_core.report.figures import (
     runtime_chart,
     sample_ids,
     samples_figure,
     save_figure,
     training_curves,
 )
-from wsss_core.tables import write_table
 
 log = logging.getLogger("figures")
 
 
 def _samples(args: argparse.Namespace) -> None:
+    keys = ("num_train_samples", "num_val_samples")
+    cfg = config_json(args.config_json, "report", keys)
+    args.num_train, args.num_val = (int(cfg[k]) for k in keys)
     train_ids = sample_ids(read_split(args.data_root, args.train_split), args.num_train)
     val_ids = sample_ids(read_split(args.data_root, args.val_split), args.num_val)
     fig = samples_figure(
@@ -79,10 +82,12 @@ def main(argv: list[str] | None = None) -> int:
 
     samples = sub.add_parser("samples", help="sample grid through the stages")
     samples.add_argument("--data-root", required=True)
-    samples.add_argument("--train-split", default="train")
-    samples.add_argument("--val-split", default="val")
-    samples.add_argument("--num-train", type=int, default=4)
-    samples.add_argument("--num-val", type=int, default=4)
+    samples.add_argument("--train-split", required=True)
+    samples.add_argument("--val-split", required=True)
+    samples.add_argument(
+        "--config-json", required=True,
+        help="config section report {num_train_samples, num_val_samples} as a JSON object",
+    )  # fmt: skip
     samples.add_argument("--store", default=None, help="relevance-map store (.h5) of the method")
     samples.add_argument("--seeds-dir", default=None, help="CRF seeds folder")
     samples.add_argument("--rw-dir", default=None, help="random-walk pseudo-mask folder")

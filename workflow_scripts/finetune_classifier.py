@@ -14,12 +14,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from wsss_core.classifier import ClassifierConfigError, build_classifier, normalization
+from wsss_core.classifier.model import ClassifierConfigError, build_classifier, normalization
+from wsss_core.classifier.train import config_summary, input_files, train
 from wsss_core.cli import parse_json_object, script_main
+from wsss_core.data.datasets import VOCClassification
 from wsss_core.data.labels import read_label_table
-from wsss_core.data.voc import VOCClassification, eval_transform, train_transform
+from wsss_core.data.transforms import eval_transform, train_transform
 from wsss_core.runtime import seed_everything, select_device, set_threads
-from wsss_core.train_classifier import config_summary, input_files, train
 
 log = logging.getLogger("finetune_classifier")
 
@@ -32,9 +33,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--train-split", default=None, help="default: the train table's stem")
     parser.add_argument("--val-split", default=None, help="default: the val table's stem")
     parser.add_argument("--config-json", required=True, help="classifier config section as JSON")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, required=True, help="config key seed")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--device", required=True, help="config key device: auto | cpu | cuda[:N]")
     parser.add_argument("--out-dir", required=True)
     return parser.parse_args(argv)
 

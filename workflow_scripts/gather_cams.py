@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from wsss_core.cam_store import merge_stores
+from wsss_core.cams.store import merge_stores
 from wsss_core.cli import script_main
 
 log = logging.getLogger("gather_cams")

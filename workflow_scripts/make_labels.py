@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from wsss_core.cli import script_main
 from wsss_core.data.labels import SOURCES, build_label_table, write_label_table
-from wsss_core.data.voc import read_split
+from wsss_core.data.layout import read_split
 
 log = logging.getLogger("make_labels")
 
@@ -20,7 +20,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--root", required=True, help="dataset root (VOC 2012 layout)")
     parser.add_argument("--split", required=True, help="split name (ImageSets/Segmentation)")
     parser.add_argument(
-        "--source", choices=SOURCES, default="masks", help="labels from masks or VOC xml"
+        "--source", choices=SOURCES, required=True, help="config key data.label_source"
     )
     parser.add_argument("--out", required=True, help="output CSV (labels/<split>.csv)")
     return parser.parse_args(argv)

@@ -13,9 +13,9 @@ import time
 
 from tqdm import tqdm
 
-from wsss_core.atomic import atomic_directory
-from wsss_core.cli import script_main
+from wsss_core.cli import config_json, script_main
 from wsss_core.data.synthetic import MAX_CLASSES, check_args, generate_dataset
+from wsss_core.io import atomic_directory
 
 log = logging.getLogger("make_synthetic")
 
@@ -24,14 +24,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--root", required=True, help="dataset directory to create (replaced)")
     parser.add_argument(
-        "--num-classes", type=int, required=True, help=f"classes K (1..{MAX_CLASSES})"
-    )
-    parser.add_argument("--image-size", type=int, required=True, help="image side in pixels")
-    parser.add_argument("--num-train", type=int, required=True, help="images in the train split")
-    parser.add_argument("--num-val", type=int, required=True, help="images in the val split")
-    parser.add_argument("--seed", type=int, required=True, help="random seed")
+        "--config-json", required=True,
+        help="config section data.synthetic as a JSON object: num_classes "
+        f"(1..{MAX_CLASSES}), image_size, num_train, num_val, seed",
+    )  # fmt: skip
     parser.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality (1..100)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    keys = ("num_classes", "image_size", "num_train", "num_val", "seed")
+    cfg = config_json(args.config_json, "data.synthetic", keys)
+    args.num_classes, args.image_size, args.num_train, args.num_val, args.seed = (
+        cfg[k] for k in keys
+    )
+    return args
 
 
 @script_main

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 
 from tqdm import tqdm
 
-from wsss_core.atomic import atomic_directory
-from wsss_core.cli import script_main
-from wsss_core.crf import parse_crf_json
-from wsss_core.data.voc import read_split
-from wsss_core.predict import predict_dataset
+from wsss_core.cli import config_json, script_main
+from wsss_core.data.layout import read_split
+from wsss_core.io import atomic_directory
 from wsss_core.runtime import select_device, set_threads
-from wsss_core.segmenter import load_segmenter
+from wsss_core.seeds.crf import parse_crf_json
+from wsss_core.segmenter.model import load_segmenter
+from wsss_core.segmenter.predict import predict_dataset
 
 log = logging.getLogger("predict_segmenter")
 
@@ -30,21 +31,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", required=True, help="segmenter.pt from train_segmenter")
     parser.add_argument("--data-root", required=True, help="dataset root in VOC layout")
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--scales", type=float, nargs="+", default=[1.0])
-    parser.add_argument("--flip", action="store_true", help="average with the mirrored image")
-    parser.add_argument("--crf-json", default=None, help="dense CRF parameters as JSON")
+    parser.add_argument("--split", required=True, help="config key data.eval_split")
+    parser.add_argument(
+        "--config-json", required=True,
+        help="config section segmenter.inference {scales, flip, crf} as a JSON object",
+    )  # fmt: skip
     parser.add_argument("--crf-out-dir", default=None, help="folder for the CRF-refined masks")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--device", required=True, help="config key device: auto | cpu | cuda[:N]")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out-dir", required=True, help="folder for the predicted masks")
     args = parser.parse_args(argv)
 
+    cfg = config_json(args.config_json, "segmenter.inference", ("scales", "flip"))
+    args.scales, args.flip = [float(s) for s in cfg["scales"]], bool(cfg["flip"])
     crf_params = None
     if args.crf_out_dir is not None:
-        crf_params = parse_crf_json(args.crf_json or "{}", "segmenter.inference.crf")
-    elif args.crf_json is not None:
-        parser.error("--crf-json needs --crf-out-dir (where the CRF masks go)")
+        crf_json = json.dumps(cfg.get("crf", {}))
+        crf_params = parse_crf_json(crf_json, "segmenter.inference.crf", option="--config-json")
 
     set_threads(args.threads)
     device = select_device(args.device)

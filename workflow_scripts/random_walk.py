@@ -4,14 +4,15 @@ For each image of this shard (the store's ids, every n-th from the shard index):
 features of the image (resized like the classifier's input), the relevance maps of its
 classes at image size with the background (1 - max)^alpha added, pooled to the feature
 grid, walked 2^logt steps with T = D^-1 A^beta, upsampled to the image, argmax over the
-background and the image's classes -> ``<out-dir>/<id>.png``. With ``--crf-json`` and
-``--crf-out-dir``, the walked scores (normalised per pixel) are also refined by a dense CRF
--> ``<crf-out-dir>/<id>.png``. Every mask is a palette PNG written atomically.
+background and the image's classes -> ``<out-dir>/<id>.png``. With ``--crf-out-dir`` (and
+walk.crf in ``--config-json``), the walked scores (normalised per pixel) are also refined by
+a dense CRF -> ``<crf-out-dir>/<id>.png``. Every mask is a palette PNG written atomically.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -19,15 +20,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from wsss_core.affinity import scores_to_mask, walk_maps
-from wsss_core.affinity_net import image_features, load_affinity_net
-from wsss_core.cam_store import CamReader
-from wsss_core.cli import script_main
-from wsss_core.crf import CRFParams, dense_crf, parse_crf_json
-from wsss_core.data.voc import load_image
-from wsss_core.palette import save_mask
+from wsss_core.affinity.net import image_features, load_affinity_net
+from wsss_core.cams.store import CamReader
+from wsss_core.cli import config_json, script_main
+from wsss_core.data.layout import load_image
+from wsss_core.data.palette import save_mask
 from wsss_core.runtime import select_device, set_threads
+from wsss_core.seeds.crf import CRFParams, dense_crf, parse_crf_json
 from wsss_core.shards import shard_ids
+from wsss_core.walk.walk import scores_to_mask, walk_maps
 
 log = logging.getLogger("random_walk")
 
@@ -39,18 +40,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-root", required=True, help="dataset root in VOC layout")
     parser.add_argument("--shard", type=int, default=0, help="0-based shard index")
     parser.add_argument("--num-shards", type=int, default=1)
-    parser.add_argument("--alpha", type=float, required=True, help="background exponent")
-    parser.add_argument("--beta", type=float, default=8.0, help="affinity exponent")
-    parser.add_argument("--logt", type=int, default=8, help="the walk takes 2^logt steps")
-    parser.add_argument("--radius", type=int, default=5, help="neighbourhood radius (cells)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument(
+        "--config-json", required=True,
+        help="config keys walk.{alpha, beta, logt, radius, crf} as a JSON object",
+    )  # fmt: skip
+    parser.add_argument("--device", required=True, help="config key device: auto | cpu | cuda[:N]")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out-dir", required=True, help="folder for <id>.png walk masks")
-    parser.add_argument("--crf-json", default=None, help="CRF parameters as a JSON object")
     parser.add_argument("--crf-out-dir", default=None, help="folder for <id>.png CRF masks")
     args = parser.parse_args(argv)
-    if (args.crf_json is None) != (args.crf_out_dir is None):
-        parser.error("--crf-json and --crf-out-dir go together")
+    cfg = config_json(args.config_json, "walk", ("alpha", "beta", "logt", "radius"))
+    args.alpha, args.beta = float(cfg["alpha"]), float(cfg["beta"])
+    args.logt, args.radius = int(cfg["logt"]), int(cfg["radius"])
+    # the CRF masks need walk.crf; json.dumps again: run() parses it like the other CRFs
+    args.crf_json = json.dumps(cfg["crf"]) if args.crf_out_dir is not None else None
+    if args.crf_out_dir is not None and "crf" not in cfg:
+        parser.error("--crf-out-dir needs walk.crf in --config-json")
     if args.logt < 0 or args.radius < 1 or args.beta <= 0 or args.alpha <= 0:
         parser.error("need alpha > 0, beta > 0, logt >= 0 and radius >= 1")
     return args
@@ -69,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     params = None
     if args.crf_json is not None:
-        params = parse_crf_json(args.crf_json, "random_walk.crf")
+        params = parse_crf_json(args.crf_json, "walk.crf", option="--config-json")
     net, info = load_affinity_net(args.affinity, device)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,8 @@ import argparse
 import logging
 
 from wsss_core.cli import script_main
-from wsss_core.summary import summary_tables
-from wsss_core.tables import write_table
+from wsss_core.io import write_table
+from wsss_core.report.summary import summary_tables
 
 log = logging.getLogger("summary")
 

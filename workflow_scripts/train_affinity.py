@@ -16,11 +16,13 @@ import json
 import logging
 from pathlib import Path
 
-from wsss_core.affinity_net import CLASSIFIER, AffinityConfigError, build_affinity_net
+from wsss_core.affinity.net import CLASSIFIER, AffinityConfigError, build_affinity_net
+from wsss_core.affinity.train import effective_crop_size, input_files, split_config, train
 from wsss_core.cli import parse_json_object, script_main
-from wsss_core.data.voc import VOCSegmentation, read_split, train_transform
+from wsss_core.data.datasets import VOCSegmentation
+from wsss_core.data.layout import read_split
+from wsss_core.data.transforms import train_transform
 from wsss_core.runtime import seed_everything, select_device, set_threads
-from wsss_core.train_affinity import effective_crop_size, input_files, split_config, train
 
 log = logging.getLogger("train_affinity")
 
@@ -32,9 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-root", required=True, help="dataset root in VOC layout")
     parser.add_argument("--split", required=True, help="split whose images are trained on")
     parser.add_argument("--config-json", required=True, help="affinity.net config as JSON")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, required=True, help="config key seed")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--device", required=True, help="config key device: auto | cpu | cuda[:N]")
     parser.add_argument("--out-dir", required=True)
     return parser.parse_args(argv)
 
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> list[dict]:
 
     classifier = classifier_info = None
     if net_cfg.backbone == CLASSIFIER:
-        from wsss_core.classifier import load_classifier
+        from wsss_core.classifier.model import load_classifier
 
         classifier, classifier_info = load_classifier(args.classifier, "cpu")
     seed_everything(args.seed)  # the head's initial weights are drawn from the config's seed

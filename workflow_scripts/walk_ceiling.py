@@ -1,9 +1,10 @@
 """How far the random walk lifts the relevance maps, and how far ground-truth affinities would
 (rule walk_ceiling; ``wsss_core.walk_ceiling``).
 
-Walks every ``--every``-th image of the split twice, with the trained AffinityNet's features and
-with ground-truth affinities, and writes one table: mIoU and per-class IoU of the relevance map
-(with the walk's background exponent), the walk, and the walk with ground-truth affinities.
+Walks every ``walk.ceiling_every``-th image of the split twice, with the trained AffinityNet's
+features and with ground-truth affinities, and writes one table: mIoU and per-class IoU of the
+relevance map (with the walk's background exponent), the walk, and the walk with ground-truth
+affinities.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from __future__ import annotations
 import argparse
 import logging
 
-from wsss_core.affinity_net import load_affinity_net
-from wsss_core.cli import script_main
-from wsss_core.data.voc import read_class_names, read_split
+from wsss_core.affinity.net import load_affinity_net
+from wsss_core.cli import config_json, script_main
+from wsss_core.data.layout import read_class_names, read_split
+from wsss_core.io import to_markdown, write_table
 from wsss_core.runtime import select_device, set_threads
-from wsss_core.tables import to_markdown, write_table
-from wsss_core.walk_ceiling import WalkParams, ceiling_table, walk_ceiling
+from wsss_core.walk.ceiling import WalkParams, ceiling_table, walk_ceiling
 
 log = logging.getLogger("walk_ceiling")
 
@@ -27,18 +28,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--affinity", required=True, help="AffinityNet affinity.pt")
     parser.add_argument("--data-root", required=True, help="dataset root in VOC layout")
     parser.add_argument("--split", required=True, help="split whose images are walked")
-    parser.add_argument("--every", type=int, default=1, help="walk every n-th image of the split")
-    parser.add_argument("--alpha", type=float, required=True, help="background exponent")
-    parser.add_argument("--beta", type=float, default=8)
-    parser.add_argument("--logt", type=int, default=8)
-    parser.add_argument("--radius", type=int, default=5)
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument(
+        "--config-json", required=True,
+        help="config keys walk.{ceiling_every, alpha, beta, logt, radius} as a JSON object",
+    )  # fmt: skip
+    parser.add_argument("--device", required=True, help="config key device: auto | cpu | cuda[:N]")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out-csv", required=True)
     parser.add_argument("--out-md", required=True)
     args = parser.parse_args(argv)
+    keys = ("ceiling_every", "alpha", "beta", "logt", "radius")
+    cfg = config_json(args.config_json, "walk", keys)
+    args.every, args.logt, args.radius = (int(cfg[k]) for k in ("ceiling_every", "logt", "radius"))
+    args.alpha, args.beta = float(cfg["alpha"]), float(cfg["beta"])
     if args.every < 1:
-        parser.error(f"--every must be a positive integer, got {args.every}")
+        parser.error(f"walk.ceiling_every must be a positive integer, got {args.every}")
     return args
 
 

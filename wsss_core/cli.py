@@ -6,7 +6,9 @@ import functools
 import inspect
 import json
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,26 +59,101 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 ScriptMain = Callable[[list[str] | None], int | None]
 
 
-def script_main(main: ScriptMain) -> Callable[[list[str] | None], int]:
-    """Decorate a workflow script's ``main(argv)``: log to stderr (the rule's log file), and turn
-    an expected error into one last line ``<script>: error: <message>`` and exit code 2.
+def split_log_option(argv: list[str]) -> tuple[list[str], str | None]:
+    """``argv`` without ``--log PATH`` (or ``--log=PATH``), and PATH (None when absent)."""
+    rest, log_file = [], None
+    args = iter(argv)
+    for arg in args:
+        if arg == "--log":
+            log_file = next(args, None)
+            if log_file is None:
+                raise SystemExit("--log needs a file name")
+        elif arg.startswith("--log="):
+            log_file = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return rest, log_file
 
-    The rules print the last line of a failed job's log into the terminal, so that line is
-    what the user reads beside Snakemake's failure summary.
+
+def last_line(path: str | Path) -> str:
+    """The last non-empty line of a text file ('' when there is none)."""
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return next((line for line in reversed(lines) if line.strip()), "")
+
+
+def script_main(main: ScriptMain) -> Callable[[list[str] | None], int]:
+    """Decorate a workflow script's ``main(argv)``: log to stderr, and turn an expected error
+    into one last line ``<script>: error: <message>`` and exit code 2.
+
+    ``--log PATH`` (every rule passes its log file) sends everything the script writes to
+    PATH: file descriptors 1 and 2 are redirected, so progress bars and the output of C
+    libraries go there too. When the script fails, the log's last line (the one-line error,
+    or the last line of a traceback) is also printed to the original stderr, where the user
+    reads it beside Snakemake's failure summary.
     """
 
     script = Path(inspect.getfile(main)).stem
 
     @functools.wraps(main)
     def guarded(argv: list[str] | None = None) -> int:
-        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True)
+        argv, log_file = split_log_option(list(sys.argv[1:] if argv is None else argv))
+        if log_file is None:
+            return _run(main, script, argv)
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = {fd: os.dup(fd) for fd in (1, 2)}
+        failed = True
         try:
-            code = main(argv)
-        except EXPECTED_ERRORS as err:
-            message = " ".join(str(err).split()) or type(err).__name__
-            # a new line first: a progress bar may have left the cursor mid-line
-            print(f"\n{script}: error: {message}", file=sys.stderr, flush=True)
-            return EXIT_EXPECTED
-        return int(code or 0)
+            with open(log_file, "w") as log:
+                for fd in (1, 2):
+                    os.dup2(log.fileno(), fd)
+            try:
+                code = _run(main, script, argv)
+            except SystemExit:  # argparse: its message is already in the log
+                raise
+            except BaseException:  # a bug: its traceback goes to the log as well
+                traceback.print_exc()
+                raise SystemExit(1) from None
+            failed = code != 0
+            return code
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
+            if failed:
+                line = last_line(log_file) or f"{script}: failed"
+                print(line, file=sys.stderr, flush=True)
 
     return guarded
+
+
+def _run(main: ScriptMain, script: str, argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True)
+    try:
+        code = main(argv)
+    except EXPECTED_ERRORS as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        # a new line first: a progress bar may have left the cursor mid-line
+        print(f"\n{script}: error: {message}", file=sys.stderr, flush=True)
+        return EXIT_EXPECTED
+    return int(code or 0)
+
+
+def config_json(text: str, section: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The value of ``--config-json``: config section ``section`` (or the part of it a rule
+    passes) as a JSON object that holds at least ``keys``. Defaults live in the workflow's
+    schema, not in the scripts: a missing key is an error that names it."""
+    cfg = parse_json_object(text, "--config-json", section)
+    missing = [f"{section}.{key}" for key in keys if key not in cfg]
+    if missing:
+        raise JSONArgumentError(
+            f"--config-json lacks the config key(s) {', '.join(missing)}; pass the config "
+            f"section {section} (rules/*.smk does)"
+        )
+    return cfg

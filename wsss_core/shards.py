@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from wsss_core.atomic import atomic_directory
+from wsss_core.io import atomic_directory
 
 
 def shard_ids(ids: Sequence[str], shard: int, num_shards: int) -> list[str]:

@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from wsss_core.atomic import atomic_directory
+from wsss_core.io import atomic_directory
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from wsss_core.atomic import atomic_path
-from wsss_core.data.voc import image_path, mask_path, read_class_names, read_split
-from wsss_core.palette import IGNORE_INDEX, load_mask
+from wsss_core.data.layout import image_path, mask_path, read_class_names, read_split
+from wsss_core.data.palette import IGNORE_INDEX, load_mask
+from wsss_core.io import atomic_path
 
 SOURCES = ("masks", "xml")
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from wsss_core.atomic import atomic_path, write_text
-from wsss_core.palette import IGNORE_INDEX, save_mask
+from wsss_core.data.palette import IGNORE_INDEX, save_mask
+from wsss_core.io import atomic_path, write_text
 
 Array = np.ndarray
 

@@ -31,9 +31,9 @@ import scipy.io
 from PIL import Image
 from tqdm import tqdm
 
-from wsss_core.atomic import atomic_directory, write_text
+from wsss_core.data.palette import IGNORE_INDEX, save_mask
 from wsss_core.data.voc import VOC_CLASSES
-from wsss_core.palette import IGNORE_INDEX, save_mask
+from wsss_core.io import atomic_directory, write_text
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from wsss_core.atomic import save_torch
+from wsss_core.io import save_torch
 
 
 class UnreadableCheckpoint(ValueError):

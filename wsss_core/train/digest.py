@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from wsss_core.data.voc import image_path, mask_path
+from wsss_core.data.layout import image_path, mask_path
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from wsss_core.io import write_table
 from wsss_core.runtime import seed_everything
-from wsss_core.tables import write_table
 from wsss_core.train.checkpoint import (
     UnreadableCheckpoint,
     load_checkpoint,

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from wsss_core.evaluate.masks import SUMMARY_COLUMNS
+
 STAGE_ORDER = (
     "relevance map",
     "seeds",
@@ -22,15 +24,6 @@ STAGE_ORDER = (
     "random walk + CRF",
     "segmenter",
     "segmenter + CRF",
-)
-SUMMARY_COLUMNS = (
-    "stage",
-    "method",
-    "split",
-    "mIoU",
-    "mean_precision",
-    "mean_recall",
-    "pixel_accuracy",
 )
 PER_CLASS_COLUMNS = ("class", "IoU")
 
@@ -49,7 +42,7 @@ def _read_csv(path: PathLike, required: Sequence[str], what: str) -> pd.DataFram
     if missing:
         raise ValueError(
             f"{what} {path} lacks column(s) {', '.join(missing)} (has {', '.join(frame.columns)}); "
-            "it must come from wsss_core.evaluation.stage_tables: re-run its rule"
+            "it must come from wsss_core.evaluate.masks.stage_tables: re-run its rule"
         )
     return frame
 

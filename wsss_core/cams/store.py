@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wsss_core.atomic import atomic_path
 from wsss_core.cli import UserError
+from wsss_core.io import atomic_path
 
 FORMAT = "wsss-cam-store"
 VERSION = 1

@@ -4,14 +4,14 @@ Each batch: random crops of images with their seed masks (0 background, c + 1 cl
 255 unsure; crops padded with 255), the seeds pooled to the feature grid by majority vote,
 affinity labels of every pair closer than ``radius`` cells, and the balanced loss
 L_bg_pos / 2 + L_fg_pos / 2 + L_neg on a_ij = exp(-mean|f_i - f_j|)
-(``wsss_core.affinity``). AdamW or SGD, poly learning-rate decay per step; the head learns
+(``wsss_core.affinity.pairs``). AdamW or SGD, poly learning-rate decay per step; the head learns
 at ``lr`` and, unless frozen, the backbone at ``lr * backbone_lr_mult``.
 
 After every epoch ``history.csv`` (epoch, train_loss, lr and the three loss parts) and the
 checkpoint are written (``wsss_core.train.loop``): a rerun with the same config, seed,
 classifier, seeds and images continues where a killed run stopped and ends with the same
 weights.
-At the end ``affinity.pt`` holds the net (``wsss_core.affinity_net.load_affinity_net``).
+At the end ``affinity.pt`` holds the net (``wsss_core.affinity.net.load_affinity_net``).
 
 Config keys (the ``affinity.net`` section): the architecture keys of
 ``AffinityNetConfig`` and the training keys of ``AffinityTrainConfig``.
@@ -33,14 +33,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from wsss_core.affinity import affinity_loss, downsample_labels, pair_affinities, pair_labels
-from wsss_core.affinity_net import (
+from wsss_core.affinity.net import (
     AffinityConfigError,
     AffinityNet,
     AffinityNetConfig,
     save_affinity_net,
 )
-from wsss_core.data.voc import VOCSegmentation
+from wsss_core.affinity.pairs import affinity_loss, downsample_labels, pair_affinities, pair_labels
+from wsss_core.data.datasets import VOCSegmentation
 from wsss_core.train.digest import InputFiles, dataset_files
 from wsss_core.train.loop import Fingerprint, epoch_loader, train_epochs
 from wsss_core.train.schedules import poly

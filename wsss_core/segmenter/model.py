@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from timm.models import load_state_dict
 from torch import nn
 
-from wsss_core.palette import IGNORE_INDEX
+from wsss_core.data.palette import IGNORE_INDEX
 
 
 @dataclass

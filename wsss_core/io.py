@@ -1,4 +1,6 @@
-"""Write outputs under a temporary name and rename them when complete.
+"""Atomic output: files, folders, torch archives and result tables.
+
+Outputs are written under a temporary name and renamed when complete.
 
 A killed job never leaves a file that looks finished: the temporary name sits
 beside the target (same filesystem, so the rename is atomic) and is removed on
@@ -16,6 +18,10 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for annotations: writing a file needs no pandas import
+    import pandas as pd
 
 # mkstemp/mkdtemp put 8 characters of this alphabet between prefix and suffix
 _RANDOM_PART = "[a-z0-9_]{8}"
@@ -109,3 +115,26 @@ def save_torch(path: str | os.PathLike, obj: object) -> None:
 
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
+
+
+# --------------------------------------------------------------------------------------
+# Result tables: one pandas DataFrame written as CSV and as Markdown
+
+
+def to_markdown(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
+    """Render a table as GitHub Markdown (numbers with ``floatfmt``)."""
+    return df.to_markdown(index=False, floatfmt=floatfmt) + "\n"
+
+
+def write_table(
+    df: pd.DataFrame,
+    csv_path: str | os.PathLike,
+    md_path: str | os.PathLike | None = None,
+    floatfmt: str = ".2f",
+) -> None:
+    """Write ``df`` as CSV (full precision) and, when asked, as Markdown; both atomically."""
+    with atomic_path(csv_path) as tmp:
+        df.to_csv(tmp, index=False)
+    if md_path is not None:
+        with atomic_path(Path(md_path)) as tmp:
+            tmp.write_text(to_markdown(df, floatfmt))

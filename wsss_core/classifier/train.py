@@ -35,10 +35,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from wsss_core.atomic import write_text
-from wsss_core.classification_metrics import f1_at, per_class_average_precision
-from wsss_core.classifier import ClassifierConfigError, save_classifier
-from wsss_core.tables import write_table
+from wsss_core.classifier.metrics import f1_at, per_class_average_precision
+from wsss_core.classifier.model import ClassifierConfigError, save_classifier
+from wsss_core.io import write_table, write_text
 from wsss_core.train.digest import InputFiles, dataset_files
 from wsss_core.train.loop import Fingerprint, epoch_loader, train_epochs
 from wsss_core.train.schedules import warmup_cosine

@@ -28,13 +28,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from wsss_core.affinity import label_features, scores_to_mask, walk_maps
-from wsss_core.affinity_net import AffinityNet, image_features
-from wsss_core.cam_store import CamReader
-from wsss_core.data.voc import load_gt_mask, load_image
-from wsss_core.evaluation import full_class_names
-from wsss_core.metrics import ConfusionMatrix
-from wsss_core.seeds import alpha_labels
+from wsss_core.affinity.net import AffinityNet, image_features
+from wsss_core.cams.store import CamReader
+from wsss_core.data.layout import load_gt_mask, load_image
+from wsss_core.evaluate.masks import full_class_names
+from wsss_core.evaluate.metrics import ConfusionMatrix
+from wsss_core.seeds.labels import alpha_labels
+from wsss_core.walk.walk import label_features, scores_to_mask, walk_maps
 
 STAGES = ("relevance map", "random walk", "random walk, ground-truth affinity")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from wsss_core.atomic import atomic_path
+from wsss_core.io import atomic_path
 
 IGNORE_INDEX = 255
 

@@ -3,7 +3,7 @@
 For every scale s the image is resized to round(s*H) x round(s*W), the logits are
 resized back to H x W and turned into probabilities; with ``flip`` the mirrored
 image is predicted too and its probabilities mirrored back. The result is the mean
-of all these probability maps. A dense CRF (``wsss_core.crf``) can refine them.
+of all these probability maps. A dense CRF (``wsss_core.seeds.crf``) can refine them.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss_core.crf import CRFParams, dense_crf
-from wsss_core.data.voc import load_image
-from wsss_core.palette import save_mask
+from wsss_core.cams.multiscale import check_scales
+from wsss_core.data.layout import load_image
+from wsss_core.data.palette import save_mask
+from wsss_core.seeds.crf import CRFParams, dense_crf
 
 
 def _normalised(
@@ -34,13 +35,6 @@ def _normalised(
     return ((x - mean_t) / std_t)[None]
 
 
-def _check_scales(scales: Sequence[float]) -> None:
-    if not scales or any(s <= 0 for s in scales):
-        raise ValueError(
-            f"inference scales must be a non-empty list of positive numbers, got {scales}"
-        )
-
-
 @torch.no_grad()
 def predict(
     model: nn.Module,
@@ -51,7 +45,7 @@ def predict(
     flip: bool = False,
 ) -> np.ndarray:
     """Class probabilities float32 [C, H, W] of one RGB uint8 image (model in eval mode)."""
-    _check_scales(scales)
+    check_scales(scales)
     device = next(model.parameters()).device
     x = _normalised(image, mean, std, device)
     height, width = image.shape[:2]
@@ -91,7 +85,7 @@ def predict_dataset(
     """Write ``<out_dir>/<id>.png`` (argmax label masks) and, given ``crf_out_dir``, the
     argmax of the CRF-refined probabilities (``crf_params``, PSA's defaults when None)
     as ``<crf_out_dir>/<id>.png``. ``progress`` is called with 1 after each image."""
-    _check_scales(scales)
+    check_scales(scales)
     model.eval()
     for image_id in ids:
         image = load_image(data_root, image_id)

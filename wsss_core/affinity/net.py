@@ -18,10 +18,11 @@ mode (frozen BatchNorm statistics, no dropout); ``freeze_backbone`` also stops i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,8 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
-from wsss_core.atomic import save_torch
-from wsss_core.data.voc import eval_transform, image_to_tensor
+from wsss_core.data.transforms import eval_transform, image_to_tensor
+from wsss_core.io import save_torch
 
 CLASSIFIER = "classifier"
 
@@ -142,32 +143,46 @@ class ViTLevels(nn.Module):
                     "patch_embed.backbone.stages.1 for the hybrid stem's second stage)"
                 )
         self.taps = tuple(taps)
-        self._tapped: dict[str, torch.Tensor] = {}
-        for tap in self.taps:
-            names[tap].register_forward_hook(self._keeper(tap))
+        self._tap_modules = [names[tap] for tap in self.taps]
 
-    def _keeper(self, name: str):
+    @contextlib.contextmanager
+    def _tapping(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Forward hooks on the tapped modules for the time of one forward pass: they keep
+        each output in the yielded dict, and their handles are removed on leaving (also on
+        error), so the classifier is left without hooks."""
+        tapped: dict[str, torch.Tensor] = {}
+        handles = [
+            module.register_forward_hook(self._keeper(tap, tapped))
+            for tap, module in zip(self.taps, self._tap_modules, strict=True)
+        ]
+        try:
+            yield tapped
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    @staticmethod
+    def _keeper(name: str, tapped: dict[str, torch.Tensor]):
         def hook(_module, _inputs, output):
             if not isinstance(output, torch.Tensor) or output.ndim != 4:
                 raise AffinityConfigError(
                     f"affinity.net.taps: module '{name}' does not output a [B, C, h, w] map"
                 )
-            self._tapped[name] = output
+            tapped[name] = output
 
         return hook
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        self._tapped.clear()
         levels: list[torch.Tensor] = []
-        if self.blocks:
-            levels = self.vit.forward_intermediates(
-                x, indices=self.blocks, norm=True, stop_early=True, intermediates_only=True,
-                output_fmt="NCHW",
-            )  # fmt: skip
-        else:
-            self.vit.patch_embed(x)  # the taps all sit in the patch embedding
-        tapped = [self._tapped.pop(tap) for tap in self.taps]
-        return tapped + list(levels)
+        with self._tapping() as tapped:
+            if self.blocks:
+                levels = self.vit.forward_intermediates(
+                    x, indices=self.blocks, norm=True, stop_early=True, intermediates_only=True,
+                    output_fmt="NCHW",
+                )  # fmt: skip
+            else:
+                self.vit.patch_embed(x)  # the taps all sit in the patch embedding
+        return [tapped[tap] for tap in self.taps] + list(levels)
 
 
 class CNNLevels(nn.Module):
@@ -265,7 +280,7 @@ def build_affinity_net(
     """The AffinityNet of ``cfg`` and its input info (``mean``, ``std``, ``input_size``).
 
     With the classifier backbone, ``classifier``/``classifier_info`` come from
-    ``wsss_core.classifier.load_classifier``; the ViT's weights are the classifier's.
+    ``wsss_core.classifier.model.load_classifier``; the ViT's weights are the classifier's.
     """
     if cfg.backbone == CLASSIFIER:
         if classifier is None or classifier_info is None:
@@ -327,7 +342,7 @@ def load_affinity_net(
         ) from err
     classifier = classifier_info = None
     if cfg.backbone == CLASSIFIER:
-        from wsss_core.classifier import build_classifier
+        from wsss_core.classifier.model import build_classifier
 
         model_config = dict(payload["backbone_config"])
         classifier = build_classifier({**model_config, "pretrained": False})

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from wsss_core.relevance import explain, output_grid, total_stride
+from wsss_core.cams.relevance import explain, output_grid
+from wsss_core.cams.trace import total_stride
 
 
 def check_scales(scales: Sequence[float]) -> list[float]:

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from wsss_core.data.voc import load_gt_mask
-from wsss_core.metrics import ConfusionMatrix
-from wsss_core.palette import IGNORE_INDEX, load_mask
+from wsss_core.data.layout import load_gt_mask
+from wsss_core.data.palette import IGNORE_INDEX, load_mask
+from wsss_core.evaluate.metrics import ConfusionMatrix
 
 SUMMARY_COLUMNS = (
     "stage",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from wsss_core.palette import IGNORE_INDEX
+from wsss_core.data.palette import IGNORE_INDEX
 
 
 class ConfusionMatrix:

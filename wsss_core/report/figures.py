@@ -35,9 +35,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from wsss_core.atomic import atomic_path  # noqa: E402
-from wsss_core.data.voc import load_gt_mask, load_image  # noqa: E402
-from wsss_core.palette import IGNORE_INDEX, colorize, load_mask  # noqa: E402
+from wsss_core.data.layout import load_gt_mask, load_image  # noqa: E402
+from wsss_core.data.palette import IGNORE_INDEX, colorize, load_mask  # noqa: E402
+from wsss_core.io import atomic_path  # noqa: E402
 
 PathLike = str | os.PathLike
 Panel = np.ndarray | None  # RGB uint8 [H, W, 3], or None for "n/a"
@@ -148,7 +148,7 @@ def sample_rows(
     with contextlib.ExitStack() as stack:
         reader = None
         if store_path is not None:
-            from wsss_core.cam_store import CamReader
+            from wsss_core.cams.store import CamReader
 
             reader = stack.enter_context(CamReader(store_path))
         stored = set(reader.ids()) if reader is not None else set()

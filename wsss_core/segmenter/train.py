@@ -23,16 +23,11 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from wsss_core.data.voc import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    VOCSegmentation,
-    mask_path,
-    read_class_names,
-    train_transform,
-)
+from wsss_core.data.datasets import VOCSegmentation
+from wsss_core.data.layout import mask_path, read_class_names
+from wsss_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform
 from wsss_core.runtime import seed_everything
-from wsss_core.segmenter import (
+from wsss_core.segmenter.model import (
     DeepLabV3Plus,
     SegmenterConfig,
     build_segmenter,

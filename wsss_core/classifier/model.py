@@ -1,12 +1,13 @@
 """The multi-label ViT classifier: build it from the config, load weights, save and reload it.
 
 Every model is a stock timm ``VisionTransformer`` with CLS-token pooling (no registers,
-layer scale, qk-norm or fc-norm), so that the relevance code can walk its modules
+layer scale, qk-norm or fc-norm: ``wsss_core.cams.support.check_supported``, made when the
+model is built), so that the relevance code can walk its modules
 (``patch_embed``, ``cls_token``, ``pos_embed``, ``blocks[i].norm1/attn.qkv/attn.proj/
 norm2/mlp.fc1/mlp.fc2``, ``norm``, ``head``). Backbones are timm model names
 (``vit_base_patch16_224``, ``vit_small_patch16_224``, the R50 hybrid
 ``vit_base_r50_s16_384``...) or the demo hybrid ``hybrid_tiny``: a 3-stage conv stem of
-stride 8 (``wsss_core.stem``) wrapped by timm's ``HybridEmbed``, then 4 blocks 192 wide
+stride 8 (``wsss_core.classifier.stem``) wrapped by timm's ``HybridEmbed``, then 4 blocks 192 wide
 with 3 heads.
 
 Config keys read here (the ``classifier`` section): ``backbone``, ``num_classes``,
@@ -27,15 +28,13 @@ from typing import Any
 import timm
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import HybridEmbed, PatchEmbed
-from timm.layers.attention import Attention
-from timm.layers.mlp import Mlp
+from timm.layers import HybridEmbed
 from timm.models import get_pretrained_cfg, model_entrypoint
-from timm.models.vision_transformer import Block, VisionTransformer, checkpoint_filter_fn
-from torch import nn
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
-from wsss_core.atomic import save_torch
-from wsss_core.stem import ConvStem
+from wsss_core.cams.support import UnsupportedModelError, check_supported
+from wsss_core.classifier.stem import ConvStem
+from wsss_core.io import save_torch
 
 log = logging.getLogger(__name__)
 
@@ -238,54 +237,17 @@ def build_classifier(cfg: dict) -> VisionTransformer:
     else:
         check_patch_multiple(cfg, kwargs["img_size"])
         model = timm.create_model(backbone, pretrained=source == "hub", **kwargs)
-    check_relevance_compatible(model, backbone)
+    try:
+        check_supported(model)
+    except UnsupportedModelError as err:
+        raise ClassifierConfigError(
+            f"classifier.backbone '{backbone}' is not supported by the relevance methods: "
+            f"{'; '.join(err.problems)}. Use a plain ViT (vit_*_patch*), a ResNet hybrid "
+            f"(vit_*_r50_*) or {HYBRID_TINY}"
+        ) from err
     if isinstance(source, Path):
         load_backbone_weights(model, source)
     return model
-
-
-def check_relevance_compatible(model: nn.Module, name: str = "model") -> None:
-    """Raise unless ``model`` is the stock ViT layout the relevance code walks."""
-    problems = []
-    if not isinstance(model, VisionTransformer):
-        problems.append("not a timm VisionTransformer")
-    else:
-        if model.global_pool != "token" or not model.has_class_token:
-            problems.append("pooling is not the CLS token")
-        if model.num_reg_tokens or model.no_embed_class or model.pos_embed is None:
-            problems.append("register tokens or a non-standard position embedding")
-        if not all(isinstance(m, nn.Identity) for m in (model.norm_pre, model.fc_norm)):
-            problems.append("a pre-norm or fc-norm")
-        if model.attn_pool is not None or not isinstance(model.head, nn.Linear):
-            problems.append("an attention-pool or non-linear head")
-        if not isinstance(model.patch_embed, PatchEmbed | HybridEmbed):
-            problems.append("an unknown patch embedding")
-        for i, block in enumerate(model.blocks):
-            plain = (
-                type(block) is Block
-                and type(block.attn) is Attention
-                and type(block.mlp) is Mlp
-                and all(
-                    isinstance(m, nn.Identity)
-                    for m in (
-                        block.ls1,
-                        block.ls2,
-                        block.attn.q_norm,
-                        block.attn.k_norm,
-                        block.attn.norm,
-                        block.mlp.norm,
-                    )
-                )
-            )
-            if not plain:
-                problems.append(f"block {i} is not a plain pre-norm block (layer scale/qk-norm?)")
-                break
-    if problems:
-        raise ClassifierConfigError(
-            f"classifier.backbone '{name}' is not supported by the relevance methods: "
-            f"{'; '.join(problems)}. Use a plain ViT (vit_*_patch*), a ResNet hybrid "
-            f"(vit_*_r50_*) or {HYBRID_TINY}"
-        )
 
 
 # --------------------------------------------------------------------------------------
