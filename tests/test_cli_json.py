@@ -92,7 +92,9 @@ def test_crf_scripts_name_their_config_section(
     )
     assert code == 2
     assert re.search(
-        r"^crf_seeds: error: --crf-json is not valid JSON.*affinity.crf", capsys.readouterr().err
+        r"^crf_seeds: error: --crf-json is not valid JSON.*affinity.crf",
+        capsys.readouterr().err,
+        flags=re.M,
     )
     walk = load_script("random_walk")
     args = walk.parse_args(
