@@ -35,7 +35,8 @@ def current_umask() -> int:
 
 
 def _temporary_affixes(target: Path, is_dir: bool) -> tuple[str, str]:
-    """(prefix, suffix) of the temporary names of ``target``: ``.<name>.XXXXXXXX.tmp<ext>``."""
+    """(prefix, suffix) of the temporary names of ``target``:
+    ``.<name>.<8 random characters>.tmp<ext>``."""
     return f".{target.name}.", ".tmp" if is_dir else f".tmp{target.suffix}"
 
 
