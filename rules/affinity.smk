@@ -25,7 +25,7 @@ rule train_affinity:
     resources:
         **gpu_resources("train_affinity"),
     shell:
-        "$PY workflow_scripts/train_affinity.py --classifier {input.model} "
+        "$PY workflow_scripts/affinity_train.py --classifier {input.model} "
         "--seeds {input.seeds} --data-root {input.data} --split {params.split} "
         "--config-json {params.cfg} --seed {params.seed} --threads {threads} "
         "--device {params.device} --out-dir {params.out_dir} --log {log}"

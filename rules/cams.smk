@@ -22,7 +22,7 @@ rule extract_cams:
     resources:
         **gpu_resources("extract_cams"),
     shell:
-        "$PY workflow_scripts/extract_cams.py --classifier {input.model} "
+        "$PY workflow_scripts/cams_extract.py --classifier {input.model} "
         "--data-root {input.data} --labels {input.labels} --method {wildcards.method} "
         "{params.shards} --config-json {params.cfg} --device {params.device} "
         "--threads {threads} --out {output} --log {log}"
@@ -43,7 +43,7 @@ rule gather_cams:
     resources:
         **gpu_resources("gather_cams"),
     shell:
-        "$PY workflow_scripts/gather_cams.py --shards {input} --out {output} --log {log}"
+        "$PY workflow_scripts/cams_gather.py --shards {input} --out {output} --log {log}"
 
 
 rule eval_cams:
@@ -68,7 +68,7 @@ rule eval_cams:
     resources:
         **gpu_resources("eval_cams"),
     shell:
-        "$PY workflow_scripts/eval_cams.py --store {input.store} --data-root {input.data} "
+        "$PY workflow_scripts/cams_eval.py --store {input.store} --data-root {input.data} "
         "--split {params.split} --config-json {params.cfg} "
         "--out-csv {output.csv} --out-md {output.md} --out-sweep {output.sweep} "
         "--out-summary {output.summary} --log {log}"
@@ -95,7 +95,7 @@ rule compare_cams:
     resources:
         **gpu_resources("compare_cams"),
     shell:
-        "$PY workflow_scripts/compare_cams.py --summaries {input.summaries} "
+        "$PY workflow_scripts/cams_compare.py --summaries {input.summaries} "
         "--per-class {input.per_class} "
         "--out-csv {output.csv} --out-md {output.md} --log {log}"
 

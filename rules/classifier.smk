@@ -30,7 +30,7 @@ rule finetune_classifier:
     resources:
         **gpu_resources("finetune_classifier"),
     shell:
-        "$PY workflow_scripts/finetune_classifier.py --data-root {input.data} "
+        "$PY workflow_scripts/classifier_train.py --data-root {input.data} "
         "--train-labels {input.train_labels} --val-labels {input.val_labels} "
         "--config-json {params.cfg} --seed {params.seed} --threads {threads} "
         "--device {params.device} --out-dir {params.out_dir} --log {log}"

@@ -16,7 +16,7 @@ rule make_synthetic:
     resources:
         **gpu_resources("make_synthetic"),
     shell:
-        "$PY workflow_scripts/make_synthetic.py --root {output} --config-json {params.cfg} "
+        "$PY workflow_scripts/data_synthetic.py --root {output} --config-json {params.cfg} "
         "--log {log}"
 
 
@@ -37,7 +37,7 @@ rule make_labels:
     resources:
         **gpu_resources("make_labels"),
     shell:
-        "$PY workflow_scripts/make_labels.py --root {input.data} --split {wildcards.split} "
+        "$PY workflow_scripts/data_labels.py --root {input.data} --split {wildcards.split} "
         "--source {params.source} --out {output} --log {log}"
 
 
@@ -60,7 +60,7 @@ rule download_voc:
     resources:
         **gpu_resources("download_voc"),
     shell:
-        "$PY workflow_scripts/download_file.py --url {params.url:q} --md5 {params.md5} "
+        "$PY workflow_scripts/data_download.py --url {params.url:q} --md5 {params.md5} "
         "--out {output} --log {log}"
 
 
@@ -78,7 +78,7 @@ rule download_sbd:
     resources:
         **gpu_resources("download_sbd"),
     shell:
-        "$PY workflow_scripts/download_file.py --url {params.url:q} --md5 {params.md5} "
+        "$PY workflow_scripts/data_download.py --url {params.url:q} --md5 {params.md5} "
         "--out {output} --log {log}"
 
 
@@ -106,7 +106,7 @@ if not VOC["prepared"]:
         resources:
             **gpu_resources("prepare_voc"),
         shell:
-            "$PY workflow_scripts/prepare_voc.py --voc-archive {input.voc} {params.sbd} "
+            "$PY workflow_scripts/data_prepare_voc.py --voc-archive {input.voc} {params.sbd} "
             "--out {params.out} --no-progress --log {log}"
 
 

@@ -26,7 +26,7 @@ rule summary:
     resources:
         **gpu_resources("summary"),
     shell:
-        "$PY workflow_scripts/summary.py --inputs {input.summaries} "
+        "$PY workflow_scripts/report_summary.py --inputs {input.summaries} "
         "--per-class-inputs {input.per_class} --out-csv {output.csv} --out-md {output.md} "
         "--out-per-class {output.per_class} --out-per-class-md {output.per_class_md} --log {log}"
 
@@ -56,7 +56,7 @@ rule figure_samples:
     resources:
         **gpu_resources("figure_samples"),
     shell:
-        "$PY workflow_scripts/figures.py samples --data-root {input.data} "
+        "$PY workflow_scripts/report_figures.py samples --data-root {input.data} "
         "--train-split {params.train_split} --val-split {params.val_split} "
         "--config-json {params.cfg} "
         "--store {input.store} "
@@ -83,7 +83,7 @@ rule figure_curves:
     resources:
         **gpu_resources("figure_curves"),
     shell:
-        "$PY workflow_scripts/figures.py curves --history classifier={input.classifier} "
+        "$PY workflow_scripts/report_figures.py curves --history classifier={input.classifier} "
         "affinity={input.affinity} segmenter={input.segmenter} --out {output} --log {log}"
 
 
@@ -116,7 +116,7 @@ rule figure_runtimes:
     resources:
         **gpu_resources("figure_runtimes"),
     shell:
-        "$PY workflow_scripts/figures.py runtimes --benchmark-dir {params.bench_dir} "
+        "$PY workflow_scripts/report_figures.py runtimes --benchmark-dir {params.bench_dir} "
         "--out-png {output.png} --out-csv {output.csv} --out-md {output.md} --log {log}"
 
 

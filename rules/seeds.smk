@@ -21,7 +21,7 @@ rule crf_seeds:
     resources:
         **gpu_resources("crf_seeds"),
     shell:
-        "$PY workflow_scripts/crf_seeds.py --store {input.store} --data-root {input.data} "
+        "$PY workflow_scripts/seeds_crf.py --store {input.store} --data-root {input.data} "
         "{params.shards} --config-json {params.cfg} --out-dir {output} --log {log}"
 
 
@@ -38,7 +38,7 @@ rule gather_seeds:
     resources:
         **gpu_resources("gather_seeds"),
     shell:
-        "$PY workflow_scripts/gather_masks.py --shards {input} --out {output} --log {log}"
+        "$PY workflow_scripts/shards_gather.py --shards {input} --out {output} --log {log}"
 
 
 rule eval_seeds:
@@ -62,7 +62,7 @@ rule eval_seeds:
     resources:
         **gpu_resources("eval_seeds"),
     shell:
-        "$PY workflow_scripts/eval_masks.py --pred-dir {input.masks} --data-root {input.data} "
+        "$PY workflow_scripts/evaluate_masks.py --pred-dir {input.masks} --data-root {input.data} "
         "--split {params.split} --stage {params.stage:q} --method {wildcards.method} "
         "--out-summary {output.summary} --out-per-class {output.per_class} "
         "--out-md {output.md} --log {log}"

@@ -24,7 +24,7 @@ rule train_segmenter:
     resources:
         **gpu_resources("train_segmenter"),
     shell:
-        "$PY workflow_scripts/train_segmenter.py --masks {input.masks} "
+        "$PY workflow_scripts/segmenter_train.py --masks {input.masks} "
         "--data-root {input.data} --split {params.split} --config-json {params.cfg} "
         "--seed {params.seed} --threads {threads} --device {params.device} "
         "--out-dir {params.out_dir} --log {log}"
@@ -51,7 +51,7 @@ rule predict_segmenter:
     resources:
         **gpu_resources("predict_segmenter"),
     shell:
-        "$PY workflow_scripts/predict_segmenter.py --model {input.model} "
+        "$PY workflow_scripts/segmenter_predict.py --model {input.model} "
         "--data-root {input.data} --split {params.split} --config-json {params.cfg} "
         "--device {params.device} --threads {threads} --out-dir {output.pred} "
         "--crf-out-dir {output.crf} --log {log}"
@@ -80,7 +80,7 @@ rule eval_segmenter:
     resources:
         **gpu_resources("eval_segmenter"),
     shell:
-        "$PY workflow_scripts/eval_masks.py --pred-dir {input.masks} --data-root {input.data} "
+        "$PY workflow_scripts/evaluate_masks.py --pred-dir {input.masks} --data-root {input.data} "
         "--split {params.split} --stage {params.stage:q} --method {wildcards.method} "
         "--out-summary {output.summary} --out-per-class {output.per_class} "
         "--out-md {output.md} --log {log}"

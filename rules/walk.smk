@@ -25,7 +25,7 @@ rule random_walk:
     resources:
         **gpu_resources("random_walk"),
     shell:
-        "$PY workflow_scripts/random_walk.py --store {input.store} "
+        "$PY workflow_scripts/walk_masks.py --store {input.store} "
         "--affinity {input.affinity} --data-root {input.data} {params.shards} "
         "--config-json {params.cfg} --device {params.device} --threads {threads} "
         "--out-dir {output.rw} --crf-out-dir {output.crf} --log {log}"
@@ -46,7 +46,7 @@ rule gather_walk:
     resources:
         **gpu_resources("gather_walk"),
     shell:
-        "$PY workflow_scripts/gather_masks.py --shards {input} --out {output} --log {log}"
+        "$PY workflow_scripts/shards_gather.py --shards {input} --out {output} --log {log}"
 
 
 rule eval_walk:
@@ -72,7 +72,7 @@ rule eval_walk:
     resources:
         **gpu_resources("eval_walk"),
     shell:
-        "$PY workflow_scripts/eval_masks.py --pred-dir {input.masks} --data-root {input.data} "
+        "$PY workflow_scripts/evaluate_masks.py --pred-dir {input.masks} --data-root {input.data} "
         "--split {params.split} --stage {params.stage:q} --method {wildcards.method} "
         "--out-summary {output.summary} --out-per-class {output.per_class} "
         "--out-md {output.md} --log {log}"

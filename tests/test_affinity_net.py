@@ -3,7 +3,6 @@ and the train_affinity / random_walk workflow scripts on a tiny synthetic datase
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from workflow_utils import load_script
 
 from wsss_core.affinity.net import (
     AffinityConfigError,
@@ -40,13 +40,6 @@ def tiny_classifier():
     info = {"model_config": dict(CLS_CFG), "class_names": ["a", "b", "c"],
             "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}  # fmt: skip
     return model, info
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "workflow_scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -190,14 +183,14 @@ def test_scripts_train_then_walk(dataset, tmp_path):
     write_store(tmp_path / "cams.h5", records, "blurred_gt")
     cfg = {"vit_blocks": [-1], "taps": [STEM_TAP], "level_dim": 8, "feature_dim": 8,
            "output_stride": 4, "radius": 3, "epochs": 1, "batch_size": 4}  # fmt: skip
-    train_script = load_script("train_affinity")
+    train_script = load_script("affinity_train")
     code = train_script.main([
         "--classifier", str(tmp_path / "model.pt"), "--seeds", str(dataset / "SegmentationClass"),
         "--data-root", str(dataset), "--split", "train", "--config-json", json.dumps(cfg),
         "--seed", "0", "--device", "cpu", "--threads", "1", "--out-dir", str(tmp_path / "aff"),
     ])  # fmt: skip
     assert code == 0 and (tmp_path / "aff" / "affinity.pt").is_file()
-    walk_script = load_script("random_walk")
+    walk_script = load_script("walk_masks")
     walk = {"alpha": 4, "beta": 8, "logt": 4, "radius": 3, "crf": {"iterations": 2}}
     for shard in (0, 1):
         code = walk_script.main([

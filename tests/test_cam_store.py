@@ -182,7 +182,7 @@ def _tiny_run(tmp_path):
 
 
 def test_extract_and_gather_cli(tmp_path):
-    extract_cams, gather_cams = load_script("extract_cams"), load_script("gather_cams")
+    extract_cams, gather_cams = load_script("cams_extract"), load_script("cams_gather")
     root, sizes = _tiny_run(tmp_path)
     shards = []
     for shard in range(2):
@@ -233,7 +233,7 @@ def test_extract_and_gather_cli(tmp_path):
 def test_extract_cli_rejects_mismatched_classes(tmp_path, capsys):
     import pandas as pd
 
-    extract_cams = load_script("extract_cams")
+    extract_cams = load_script("cams_extract")
     root, sizes = _tiny_run(tmp_path)
     pd.DataFrame({"image_id": list(sizes), "cow": [1, 1, 1], "dog": [0, 0, 0]}).to_csv(
         tmp_path / "other.csv", index=False

@@ -64,10 +64,10 @@ def test_the_return_code_passes_through():
 
 
 def test_a_converted_script_names_itself(tmp_path, capsys):
-    code = load_script("gather_masks").main(["--shards", str(tmp_path / "no"), "--out", "x"])
+    code = load_script("shards_gather").main(["--shards", str(tmp_path / "no"), "--out", "x"])
     assert code == 2
     err = capsys.readouterr().err.splitlines()
-    assert err[-1].startswith(f"gather_masks: error: shard folder {tmp_path / 'no'} is missing")
+    assert err[-1].startswith(f"shards_gather: error: shard folder {tmp_path / 'no'} is missing")
 
 
 # ------------------------------------------------------------------ errors at the point of I/O

@@ -87,22 +87,22 @@ def test_crf_scripts_name_their_config_section(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = str(tmp_path / "out")
-    code = load_script("crf_seeds").main(
+    code = load_script("seeds_crf").main(
         ["--store", "x.h5", "--data-root", "d", "--config-json", NOT_JSON, "--out-dir", out]
     )
     assert code == 2
     assert re.search(
-        r"^crf_seeds: error: --config-json is not valid JSON.*config section seeds",
+        r"^seeds_crf: error: --config-json is not valid JSON.*config section seeds",
         capsys.readouterr().err,
         flags=re.M,
     )
     seeds = '{"alpha_low": 4, "alpha_high": 32, "crf": [1, 2]}'
-    code = load_script("crf_seeds").main(
+    code = load_script("seeds_crf").main(
         ["--store", "x.h5", "--data-root", "d", "--config-json", seeds, "--out-dir", out]
     )
     assert code == 2
     assert "must be a JSON object (config section seeds.crf)" in capsys.readouterr().err
-    walk = load_script("random_walk")
+    walk = load_script("walk_masks")
     cfg = '{"alpha": 4, "beta": 8, "logt": 8, "radius": 5, "crf": [1, 2]}'
     args = walk.parse_args(
         ["--store", "x.h5", "--affinity", "a.pt", "--data-root", "d", "--config-json", cfg]
@@ -120,24 +120,24 @@ def test_predict_and_train_segmenter_exit_as_usage_errors(
     argv = ["--model", "m.pt", "--data-root", "d", "--split", "val", "--device", "cpu"]
     argv += ["--out-dir", out, "--crf-out-dir", out]
     inference = '{"scales": [1.0], "flip": false, "crf": %s}'
-    assert load_script("predict_segmenter").main(
+    assert load_script("segmenter_predict").main(
         [*argv, "--config-json", inference % NOT_OBJECT]
     ) == 2  # fmt: skip
     assert (
-        "predict_segmenter: error: --config-json must be a JSON object (config section "
+        "segmenter_predict: error: --config-json must be a JSON object (config section "
         "segmenter.inference.crf)"
     ) in capsys.readouterr().err
     # unknown CRF keys: the same one line
-    assert load_script("predict_segmenter").main(
+    assert load_script("segmenter_predict").main(
         [*argv, "--config-json", inference % '{"sigma": 1}']
     ) == 2  # fmt: skip
-    assert "predict_segmenter: error: unknown CRF parameter" in capsys.readouterr().err
+    assert "segmenter_predict: error: unknown CRF parameter" in capsys.readouterr().err
     # a config key missing from the section: named
-    assert load_script("predict_segmenter").main([*argv, "--config-json", '{"flip": true}']) == 2
+    assert load_script("segmenter_predict").main([*argv, "--config-json", '{"flip": true}']) == 2
     assert "lacks the config key(s) segmenter.inference.scales" in capsys.readouterr().err
     argv = ["--masks", "m", "--data-root", "d", "--split", "train", "--seed", "0"]
     argv += ["--device", "cpu", "--out-dir", out, "--config-json", NOT_JSON]
-    assert load_script("train_segmenter").main(argv) == 2
+    assert load_script("segmenter_train").main(argv) == 2
     assert "config section segmenter.net" in capsys.readouterr().err
     assert not Path(out).exists()
 
@@ -146,13 +146,13 @@ def test_predict_and_train_segmenter_exit_as_usage_errors(
     ("name", "error", "section", "argv"),
     [
         (
-            "finetune_classifier",
+            "classifier_train",
             ClassifierConfigError,
             "classifier",
             ["--data-root", "d", "--train-labels", "t.csv", "--val-labels", "v.csv"],
         ),
         (
-            "train_affinity",
+            "affinity_train",
             AffinityConfigError,
             "affinity.net",
             ["--classifier", "c.pt", "--seeds", "s", "--data-root", "d", "--split", "train"],

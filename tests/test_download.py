@@ -291,7 +291,7 @@ def test_prefix_matching_nothing_is_an_error(tmp_path):
 
 
 def test_download_file_script(tmp_path, capsys):
-    main = load_script("download_file").main
+    main = load_script("data_download").main
     source = tmp_path / "src.tgz"
     source.write_bytes(ARCHIVE)
     out = tmp_path / "out" / "a.tgz"
@@ -302,5 +302,5 @@ def test_download_file_script(tmp_path, capsys):
     # an expected failure: one last line naming the file, exit code 2, nothing left behind
     assert main(["--url", str(source), "--out", str(bad), "--sha256", "1" * 64]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith(f"download_file: error: checksum mismatch for {bad} ")
+    assert last.startswith(f"data_download: error: checksum mismatch for {bad} ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src.tgz"]

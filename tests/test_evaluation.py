@@ -33,8 +33,8 @@ PRED = {
 HAND_MATRIX = np.array([[2, 1, 0], [0, 2, 1], [1, 0, 2]])
 
 
-compare_cams = load_script("compare_cams")
-eval_masks = load_script("eval_masks")
+compare_cams = load_script("cams_compare")
+eval_masks = load_script("evaluate_masks")
 
 
 @pytest.fixture

@@ -200,7 +200,7 @@ RUNTIME: dict[str, tuple[Callable[[Path], str], str, str, str, tuple[str, ...]]]
         _truncate_first_train_image,
         "crf_seeds",
         f"seeds/shards/{METHOD}/1-of-2",
-        r"crf_seeds: error: cannot read image \S*/JPEGImages/{id}\.jpg: it is unreadable "
+        r"seeds_crf: error: cannot read image \S*/JPEGImages/{id}\.jpg: it is unreadable "
         r"\(.*\); replace it .* or remove '{id}' from the split lists in "
         r"\S*ImageSets/Segmentation and rerun",
         (f"seeds/shards/{METHOD}/1-of-2/",),
@@ -209,7 +209,7 @@ RUNTIME: dict[str, tuple[Callable[[Path], str], str, str, str, tuple[str, ...]]]
         _drop_an_image_from_the_store,
         "eval_cams",
         f"tables/cams_{METHOD}_summary.csv",
-        rf"eval_cams: error: image id '{{id}}' is not in cam store \S*cams/{METHOD}\.h5; .*"
+        rf"cams_eval: error: image id '{{id}}' is not in cam store \S*cams/{METHOD}\.h5; .*"
         r"rerun extract_cams and gather_cams",
         tuple(
             f"tables/cams_{METHOD}{end}" for end in (".csv", ".md", "_sweep.csv", "_summary.csv")
@@ -219,7 +219,7 @@ RUNTIME: dict[str, tuple[Callable[[Path], str], str, str, str, tuple[str, ...]]]
         _label_77_in_a_val_mask,
         "eval_segmenter",
         f"tables/segmenter_{METHOD}_seg_summary.csv",
-        r"eval_masks: error: mask \S*/SegmentationClass/{id}\.png holds label\(s\) \[77\] that "
+        r"evaluate_masks: error: mask \S*/SegmentationClass/{id}\.png holds label\(s\) \[77\] that "
         r"are neither a class .*; fix or replace the mask, or correct classes\.txt",
         tuple(f"tables/segmenter_{METHOD}_seg{end}" for end in (".csv", ".md", "_summary.csv")),
     ),
@@ -227,7 +227,7 @@ RUNTIME: dict[str, tuple[Callable[[Path], str], str, str, str, tuple[str, ...]]]
         _truncate_the_segmenter,
         "predict_segmenter",
         f"predictions/{METHOD}/seg",
-        rf"predict_segmenter: error: segmenter file \S*segmenter/{METHOD}/segmenter\.pt is "
+        rf"segmenter_predict: error: segmenter file \S*segmenter/{METHOD}/segmenter\.pt is "
         r"unreadable \(.*\); delete it and rerun the train_segmenter rule",
         (f"predictions/{METHOD}/",),
     ),

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from workflow_utils import load_script
 
 from wsss_core.cams.store import CamRecord, write_store
 from wsss_core.data.layout import load_image, read_split
@@ -28,14 +28,6 @@ from wsss_core.report.figures import (
     save_figure,
     training_curves,
 )
-
-
-def _script(name: str):
-    path = Path(__file__).resolve().parents[1] / "workflow_scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -190,7 +182,7 @@ def test_runtime_chart_and_cli(benchmarks, tmp_path):
     out = tmp_path / "out"
     argv = ["runtimes", "--benchmark-dir", str(benchmarks[0].parents[2]), "--dpi", "50"]
     argv += ["--out-png", str(out / "runtimes.png"), "--out-csv", str(out / "runtimes.csv")]
-    assert _script("figures").main(argv) == 0
+    assert load_script("report_figures").main(argv) == 0
     written = pd.read_csv(out / "runtimes.csv")
     assert written.set_index("rule")["seconds"].to_dict() == {
         "train_segmenter": 50.0,
@@ -206,7 +198,7 @@ def test_runtime_chart_and_cli(benchmarks, tmp_path):
 
 def test_cli_samples_and_curves(run, tmp_path, capsys):
     base, root, train, val = run
-    script = _script("figures")
+    script = load_script("report_figures")
     argv = ["samples", "--data-root", str(root), "--train-split", "train", "--val-split", "val"]
     argv += ["--config-json", '{"num_train_samples": 2, "num_val_samples": 1}']
     argv += ["--store", str(base / "cams.h5"), "--seeds-dir", str(base / "seeds")]
@@ -219,4 +211,4 @@ def test_cli_samples_and_curves(run, tmp_path, capsys):
     assert script.main(argv) == 0
     assert (tmp_path / "c.png").is_file()
     assert script.main(["curves", "--history", str(history), "--out", str(tmp_path / "d.png")]) == 2
-    assert "figures: error: --history takes NAME=PATH items" in capsys.readouterr().err
+    assert "report_figures: error: --history takes NAME=PATH items" in capsys.readouterr().err

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from workflow_utils import load_script
 
 from wsss_core.data.labels import (
     build_label_table,
@@ -220,10 +218,7 @@ def test_write_refuses_a_malformed_table(tmp_path):
 
 
 def test_make_labels_script(syn_root, tmp_path):
-    path = Path(__file__).resolve().parents[1] / "workflow_scripts" / "make_labels.py"
-    spec = importlib.util.spec_from_file_location("make_labels", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("data_labels")
     out = tmp_path / "labels" / "train.csv"
     argv = ["--root", str(syn_root), "--split", "train", "--source", "masks", "--out", str(out)]
     assert module.main(argv) == 0

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from workflow_utils import load_script
 
 from wsss_core.data.layout import read_split
 from wsss_core.data.palette import load_mask
@@ -20,14 +19,6 @@ from wsss_core.segmenter.predict import predict, predict_dataset
 
 torch.set_num_threads(1)
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.5)
-
-
-def _script(name: str):
-    path = Path(__file__).resolve().parents[1] / "workflow_scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _conv_model(kernel: int, seed: int = 0, classes: int = 4) -> nn.Module:
@@ -175,7 +166,7 @@ def test_cli_writes_both_folders(data, tmp_path, capsys):
     )
     model_path = tmp_path / "segmenter.pt"
     save_segmenter(model_path, model, {"class_names": ["a", "b", "c"], "mean": MEAN, "std": STD})
-    script = _script("predict_segmenter")
+    script = load_script("segmenter_predict")
     argv = ["--model", str(model_path), "--data-root", str(data), "--split", "val"]
     argv += ["--device", "cpu", "--threads", "1"]
     inference = {"scales": [1.0, 0.75], "flip": True, "crf": {"iterations": 2}}
@@ -191,5 +182,5 @@ def test_cli_writes_both_folders(data, tmp_path, capsys):
     bad = [*argv[:-4], "--config-json", json.dumps(inference)]
     bad += ["--crf-out-dir", str(tmp_path / "c2")]
     assert script.main([*bad, "--out-dir", str(tmp_path / "s2")]) == 2
-    assert "predict_segmenter: error: unknown CRF parameter" in capsys.readouterr().err
+    assert "segmenter_predict: error: unknown CRF parameter" in capsys.readouterr().err
     assert not (tmp_path / "c2").exists() and not (tmp_path / "s2").exists()

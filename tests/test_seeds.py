@@ -235,7 +235,7 @@ def run_eval_cams(store: Path, root: Path, out: Path, values: list[str]) -> dict
         "--out-csv", str(out / "cams.csv"), "--out-md", str(out / "cams.md"),
         "--out-sweep", str(out / "sweep.csv"), "--out-summary", str(out / "summary.csv"),
     ]  # fmt: skip
-    assert load_script("eval_cams").main(argv) == 0
+    assert load_script("cams_eval").main(argv) == 0
     return {name: pd.read_csv(out / f"{name}.csv") for name in ("cams", "sweep", "summary")}
 
 
@@ -290,7 +290,7 @@ def test_crf_seeds_cli_shards_cover_the_store(dataset: Path, tmp_path: Path) -> 
             "--shard", str(shard), "--num-shards", "2", "--config-json", json.dumps(cfg),
             "--out-dir", str(out),
         ]  # fmt: skip
-        assert load_script("crf_seeds").main(argv) == 0
+        assert load_script("seeds_crf").main(argv) == 0
     assert sorted(p.stem for p in out.glob("*.png")) == sorted(ids)
     assert not list(out.glob(".*"))  # no temporary files left behind
 
@@ -319,6 +319,6 @@ def test_crf_seeds_cli_rejects_unknown_crf_key(
         "--config-json", '{"alpha_low": 4, "alpha_high": 32, "crf": {"sxy": 3}}',
         "--out-dir", str(tmp_path / "seeds"),
     ]  # fmt: skip
-    assert load_script("crf_seeds").main(argv) == 2
+    assert load_script("seeds_crf").main(argv) == 2
     assert "'sxy'" in capsys.readouterr().err
     assert not (tmp_path / "seeds").exists()

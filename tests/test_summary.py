@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from workflow_utils import load_script
 
 from wsss_core.report.summary import STAGE_ORDER, build_summary, per_class_iou_table, summary_tables
 
 CLASSES = ["background", "disc", "square"]
-
-
-def _script(name: str):
-    path = Path(__file__).resolve().parents[1] / "workflow_scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _write_stage(
@@ -151,7 +143,7 @@ def test_cli_writes_csv_and_markdown(tmp_path, stages):
     argv += ["--out-csv", str(out / "summary.csv"), "--out-md", str(out / "summary.md")]
     argv += ["--out-per-class", str(out / "summary_per_class.csv")]
     argv += ["--out-per-class-md", str(out / "summary_per_class.md")]
-    assert _script("summary").main(argv) == 0
+    assert load_script("report_summary").main(argv) == 0
     written = pd.read_csv(out / "summary.csv")
     pd.testing.assert_frame_equal(written, build_summary([s for s, _ in stages]))
     markdown = (out / "summary.md").read_text()

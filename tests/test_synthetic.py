@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from workflow_utils import load_script
 
 from wsss_core.data import synthetic
 from wsss_core.data.palette import IGNORE_INDEX, VOC_PALETTE, load_mask
@@ -208,16 +207,8 @@ def test_bad_arguments_raise(tmp_path, kwargs, message):
     assert not (tmp_path / "ds").exists()
 
 
-def _script(name):
-    path = Path(__file__).resolve().parents[1] / "workflow_scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_make_synthetic_script_writes_the_dataset_atomically(tmp_path, dataset):
-    main = _script("make_synthetic").main
+    main = load_script("data_synthetic").main
     cfg = {"num_classes": 4, "image_size": 48, "num_train": 8, "num_val": 4, "seed": 7}
     root = tmp_path / "data" / "synthetic"
     assert main(["--root", str(root), "--config-json", json.dumps(cfg)]) == 0

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from workflow_utils import load_script
 
 from wsss_core.data.layout import read_class_names
 from wsss_core.data.palette import save_mask
@@ -26,14 +25,6 @@ from wsss_core.segmenter.train import (
 from wsss_core.train.schedules import poly
 
 torch.set_num_threads(1)
-
-
-def _script(name: str):
-    path = Path(__file__).resolve().parents[1] / "workflow_scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 CONFIG = {
@@ -172,7 +163,7 @@ def test_checkpoint_of_other_masks_is_not_resumed(data, tmp_path):
 
 
 def test_cli_writes_model_and_history(data, tmp_path, capsys):
-    train_script = _script("train_segmenter")
+    train_script = load_script("segmenter_train")
     out = tmp_path / "cli"
     config = json.dumps({**CONFIG, "epochs": 1})
     argv = ["--masks", str(data / "SegmentationClass"), "--data-root", str(data)]
@@ -184,6 +175,6 @@ def test_cli_writes_model_and_history(data, tmp_path, capsys):
     code = train_script.main([*argv[:-2], "--config-json", "[1]", "--out-dir", str(out)])
     assert code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
-        "train_segmenter: error: --config-json must be a JSON object "
+        "segmenter_train: error: --config-json must be a JSON object "
         "(config section segmenter.net), got list"
     )

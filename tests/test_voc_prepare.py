@@ -161,7 +161,7 @@ def test_foreign_classes_file_is_refused(tmp_path):
 def test_prepare_voc_script_from_archives(tmp_path, capsys):
     voc = voc_tar(tmp_path / "VOCtrainval_11-May-2012.tar", MINI)
     sbd = sbd_tgz(tmp_path / "benchmark.tgz", MINI)
-    main = load_script("prepare_voc").main
+    main = load_script("data_prepare_voc").main
     out = tmp_path / "data"
     args = ["--voc-archive", str(voc), "--sbd-archive", str(sbd), "--out", str(out)]
     assert main([*args, "--no-progress"]) == 0
@@ -186,7 +186,7 @@ def test_prepare_voc_script_from_archives(tmp_path, capsys):
     missing = ["--voc-archive", str(tmp_path / "absent.tar"), "--out", str(tmp_path / "other")]
     assert main(missing) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("prepare_voc: error: archive ") and "absent.tar not found" in err[-1]
+    assert err[-1].startswith("data_prepare_voc: error: archive ") and "absent.tar not found" in err[-1]
 
 
 def test_a_folder_that_merely_exists_is_no_extraction(tmp_path):
@@ -196,7 +196,7 @@ def test_a_folder_that_merely_exists_is_no_extraction(tmp_path):
     voc = voc_tar(tmp_path / "VOCtrainval_11-May-2012.tar", MINI)
     out = tmp_path / "data"
     (out / "VOC2012" / "ImageSets" / "Segmentation").mkdir(parents=True)
-    main = load_script("prepare_voc").main
+    main = load_script("data_prepare_voc").main
     assert main(["--voc-archive", str(voc), "--out", str(out), "--no-progress"]) == 0
     assert read_split(out / "VOC2012/ImageSets/Segmentation/train_aug.txt") == VOC_TRAIN
     # the stamp names the archive: another archive (here: another size) is extracted again

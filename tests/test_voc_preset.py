@@ -319,7 +319,7 @@ def test_an_unsafe_archive_stops_with_one_line(tmp_path):
         root = config["data"]["voc2012"]["root"]
         proc = snakemake(workdir, "--cores", "1", "--configfile", *configfiles, "--", root)
     assert proc.returncode != 0
-    errors = [line for line in output(proc).splitlines() if line.startswith("prepare_voc: error:")]
+    errors = [line for line in output(proc).splitlines() if line.startswith("data_prepare_voc: error:")]
     assert len(errors) == 1, tail(output(proc))
     assert "refusing member 'VOCdevkit/VOC2012/../../../../escaped.txt'" in errors[0]
     assert "'..' in the path" in errors[0]

@@ -98,7 +98,7 @@ LOCAL_RULES = {
 }  # fmt: skip
 
 # Keys of the classifier section that the model and input code read (wsss_core.classifier,
-# workflow_scripts/finetune_classifier.py); the training keys are TrainConfig's fields.
+# workflow_scripts/classifier_train.py); the training keys are TrainConfig's fields.
 CLASSIFIER_MODEL_KEYS = {
     "backbone", "img_size", "patch_size", "pretrained", "num_classes", "dynamic_img_size",
     "drop_path_rate", "mean", "std", "scale_range", "jitter",
@@ -702,12 +702,12 @@ def test_training_is_reproducible(tiny_run: WorkflowRun, tmp_path):
     method = cfg["seeds"]["methods"][0]
     runs = {
         "classifier": [
-            "workflow_scripts/finetune_classifier.py", *common,
+            "workflow_scripts/classifier_train.py", *common,
             "--train-labels", f"{res}/labels/train.csv", "--val-labels", f"{res}/labels/val.csv",
             "--config-json", json.dumps(cfg["classifier"], sort_keys=True),
         ],
         f"affinity/{method}": [
-            "workflow_scripts/train_affinity.py", *common,
+            "workflow_scripts/affinity_train.py", *common,
             "--classifier", f"{res}/classifier/model.pt", "--seeds", f"{res}/seeds/{method}",
             "--split", cfg["data"]["train_split"],
             "--config-json", json.dumps(cfg["affinity"]["net"], sort_keys=True),

@@ -1,6 +1,6 @@
 """Download one file (http(s), file:// or a local path), resuming and verifying its checksum.
 
-    python workflow_scripts/download_file.py --url URL --out FILE [--md5 X | --sha256 X]
+    python workflow_scripts/data_download.py --url URL --out FILE [--md5 X | --sha256 X]
 
 FILE appears only when complete and verified; an interrupted transfer keeps
 FILE.part, which the next run resumes.

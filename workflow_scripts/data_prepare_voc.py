@@ -1,6 +1,6 @@
 """Extract the VOC 2012 (and SBD) archives safely and build the train_aug split and masks.
 
-    python workflow_scripts/prepare_voc.py --voc-archive VOCtrainval_11-May-2012.tar \\
+    python workflow_scripts/data_prepare_voc.py --voc-archive VOCtrainval_11-May-2012.tar \\
         [--sbd-archive benchmark.tgz] --out DIR
 
 Writes DIR/VOC2012 (the dataset root: VOCdevkit/VOC2012 of the archive plus
