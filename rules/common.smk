@@ -219,7 +219,7 @@ def as_json(obj) -> str:
 
     As a params entry it is also the rule's rerun trigger: Snakemake records a mapping with
     its keys, so any change of any value reruns the rule (a set of bare numbers would not
-    notice beta 8 -> 4 beside an alpha of 4; tests/test_workflow.py checks each stage)."""
+    notice beta 8 -> 4 beside an alpha of 4; tests/workflow/test_reruns.py checks each stage)."""
     return shlex.quote(json.dumps(obj, sort_keys=True))
 
 

@@ -2,35 +2,26 @@
 
 ``tiny_run`` runs ``snakemake --cores 2 --configfile tests/configs/tiny.yaml`` (every stage on
 a few dozen synthetic 64-px images, about a minute on 2 cores) in a copy of the workflow under
-pytest's temporary folder. tests/test_workflow.py checks its outputs and reruns parts of it
-with dry runs (which change nothing); tests/test_slurm.py compares a run through SLURM with it.
+pytest's temporary folder. tests/workflow/test_e2e.py checks its outputs, test_reruns.py reruns parts
+of it; tests/workflow/test_slurm.py compares a run through SLURM with it.
 Only the tests that ask for it pay for it (they are marked ``slow``).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from workflow_utils import TINY_CONFIG, copy_workflow, output, run_config, snakemake, tail
-
-
-@dataclass(frozen=True)
-class WorkflowRun:
-    """A finished run: its working directory, config and Snakemake's output."""
-
-    workdir: Path
-    configfile: str  # relative to workdir
-    config: dict[str, Any]  # config.yaml extended by configfile, as Snakemake sees it
-    log: str  # Snakemake's stdout and stderr
-    seconds: float
-
-    @property
-    def results(self) -> Path:
-        return self.workdir / "results" / self.config["run"]
+from workflow_utils import (
+    TINY_CONFIG,
+    WorkflowRun,
+    copy_workflow,
+    output,
+    run_config,
+    snakemake,
+    tail,
+)
 
 
 def run_tiny_workflow(workdir: Path, configfile: str = TINY_CONFIG) -> WorkflowRun:
@@ -51,3 +42,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> WorkflowRun:
     """The tiny config run end to end, once per session, in its own copy of the workflow."""
     workdir = copy_workflow(tmp_path_factory.mktemp("tiny_run") / "workflow")
     return run_tiny_workflow(workdir)
+
+
+@pytest.fixture(scope="module")
+def dry_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the workflow for dry runs (nothing is ever run in it)."""
+    return copy_workflow(tmp_path_factory.mktemp("dry_runs") / "workflow")

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from workflow_utils import RUN_TIMEOUT
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROFILE = REPO / "profiles" / "slurm"
 INSTALL_SCRIPT = REPO / "scripts" / "install_system_deps.sh"
 NODE = "wsss-node"

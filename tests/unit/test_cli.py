@@ -170,7 +170,7 @@ def test_log_option_sends_everything_to_the_log_and_the_error_line_also_to_stder
     import sys
 
     script = tmp_path / "logged.py"
-    script.write_text(LOGGED_SCRIPT.format(repo=str(Path(__file__).resolve().parents[1])))
+    script.write_text(LOGGED_SCRIPT.format(repo=str(Path(__file__).resolve().parents[2])))
     log = tmp_path / "logs" / "job.log"
     proc = subprocess.run(
         [sys.executable, str(script), kind, "--log", str(log)],

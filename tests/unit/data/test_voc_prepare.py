@@ -186,7 +186,10 @@ def test_prepare_voc_script_from_archives(tmp_path, capsys):
     missing = ["--voc-archive", str(tmp_path / "absent.tar"), "--out", str(tmp_path / "other")]
     assert main(missing) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("data_prepare_voc: error: archive ") and "absent.tar not found" in err[-1]
+    assert (
+        err[-1].startswith("data_prepare_voc: error: archive ")
+        and "absent.tar not found" in err[-1]
+    )
 
 
 def test_a_folder_that_merely_exists_is_no_extraction(tmp_path):

@@ -1,6 +1,6 @@
 """The SLURM profile (profiles/slurm) on a real single-node SLURM started by the test.
 
-The cluster (tests/slurm_cluster.py) runs munged, slurmctld and slurmd on loopback with a
+The cluster (tests/support/slurm_cluster.py) runs munged, slurmctld and slurmd on loopback with a
 generated slurm.conf and no accounting database; it has one stand-in GPU so that the
 profile's GPU requests are scheduled as they are, not removed. A three-rule workflow runs
 with ``--profile profiles/slurm`` and locally; the outputs must be equal, the two cluster
@@ -27,7 +27,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import WorkflowRun
 from slurm_cluster import (
     NODE,
     PARTITION,
@@ -50,6 +49,7 @@ from slurm_cluster import (
 from workflow_utils import (
     TINY_CONFIG,
     VOC_PRESET,
+    WorkflowRun,
     copy_workflow,
     expected_job_counts,
     load_yaml,

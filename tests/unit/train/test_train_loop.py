@@ -22,7 +22,7 @@ from wsss_core.train.checkpoint import (
 from wsss_core.train.digest import dataset_files, digest_files
 from wsss_core.train.loop import CHECKPOINT, SUPERSEDED, Fingerprint, train_epochs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 EPOCHS = 3
 SETTINGS = {"lr": 0.1, "net": {"width": 4}}
 

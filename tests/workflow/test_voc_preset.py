@@ -1,6 +1,6 @@
 """The VOC preset, run for real: configs/voc2012_vit_b16.yaml from download_voc to the report.
 
-A miniature but faithful VOC 2012 archive and SBD benchmark.tgz (tests/voc_miniature.py) are
+A miniature but faithful VOC 2012 archive and SBD benchmark.tgz (tests/support/voc_miniature.py) are
 served on a loopback HTTP server; the workflow runs with the preset itself plus an overrides
 file that changes only sizes (image counts, backbones, epochs, batches, crops, shards,
 resources) and the URLs and checksums. The backbones start from weights FILES made here
@@ -319,7 +319,9 @@ def test_an_unsafe_archive_stops_with_one_line(tmp_path):
         root = config["data"]["voc2012"]["root"]
         proc = snakemake(workdir, "--cores", "1", "--configfile", *configfiles, "--", root)
     assert proc.returncode != 0
-    errors = [line for line in output(proc).splitlines() if line.startswith("data_prepare_voc: error:")]
+    errors = [
+        line for line in output(proc).splitlines() if line.startswith("data_prepare_voc: error:")
+    ]
     assert len(errors) == 1, tail(output(proc))
     assert "refusing member 'VOCdevkit/VOC2012/../../../../escaped.txt'" in errors[0]
     assert "'..' in the path" in errors[0]

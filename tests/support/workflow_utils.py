@@ -1,5 +1,5 @@
-"""Helpers for the tests that run the Snakemake workflow itself (tests/test_workflow.py and the
-end-to-end SLURM test in tests/test_slurm.py).
+"""Helpers for the tests that run the Snakemake workflow itself (tests/workflow/ and the
+end-to-end SLURM test in tests/workflow/test_slurm.py).
 
     workdir = copy_workflow(tmp_path / "wf")          # Snakefile, rules/, ... in a fresh folder
     proc = snakemake(workdir, "-n", "--configfile", TINY_CONFIG)
@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -34,7 +35,7 @@ import torch
 import yaml
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # what a run of the workflow needs, relative to the repository root
 WORKFLOW_PATHS = (
     "Snakefile",
@@ -53,6 +54,21 @@ VOC_PRESET = "configs/voc2012_vit_b16.yaml"
 JOB_STATS_ROW = re.compile(r"^(\w+)\s+(\d+)$")
 RULEGRAPH_NODE = re.compile(r'^\s*(\d+)\[label = "(\w+)"')
 RULEGRAPH_EDGE = re.compile(r"^\s*(\d+) -> (\d+)")
+
+
+@dataclass(frozen=True)
+class WorkflowRun:
+    """A finished run: its working directory, config and Snakemake's output."""
+
+    workdir: Path
+    configfile: str  # relative to workdir
+    config: dict[str, Any]  # config.yaml extended by configfile, as Snakemake sees it
+    log: str  # Snakemake's stdout and stderr
+    seconds: float
+
+    @property
+    def results(self) -> Path:
+        return self.workdir / "results" / self.config["run"]
 
 
 def copy_workflow(dest: Path) -> Path:

@@ -29,7 +29,7 @@ from wsss_core.data.palette import load_mask
 from wsss_core.data.synthetic import generate_dataset
 from wsss_core.data.transforms import train_transform
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 CLS_CFG = {"backbone": "hybrid_tiny", "num_classes": 3, "img_size": 32, "pretrained": False}
 STEM_TAP = "patch_embed.backbone.stages.1"  # hybrid_tiny stem stage 2: stride 4
 
