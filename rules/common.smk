@@ -1,7 +1,6 @@
 # Validation of the config, paths, resources and the small functions every rule file uses.
 
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from snakemake.utils import validate
 if workflow.basedir not in sys.path:
     sys.path.append(workflow.basedir)
 from wsss_core.config import check_config
+from wsss_core.preflight import check_run
 
 # every problem of the config, one line per key, before Snakemake's own validation (which stops
 # at the first and dumps the schema); validate then fills in the schema's defaults
@@ -50,151 +50,9 @@ if DATA_CFG["source"] == "synthetic":
 else:
     DATA_ROOT = DATA_CFG["voc2012"]["root"]
 DATA_TOKEN = DATA_ROOT
-if DATA_CFG["source"] == "voc2012" and not DATA_CFG["voc2012"]["prepared"]:
-    if Path(DATA_ROOT).name != "VOC2012":
-        raise ValueError(
-            f"config key data.voc2012.root: '{DATA_ROOT}' must end in VOC2012 (the archive "
-            "extracts to <parent>/VOC2012), or set data.voc2012.prepared: true"
-        )
+# the paths, trees and method lists the schema cannot check (one line naming the key)
+check_run(config, RES)
 
-
-
-def check_config_paths() -> None:
-    """Paths named in the config must exist before anything runs; the error names the key."""
-    weights = config["classifier"]["pretrained"]
-    if isinstance(weights, str) and weights != "hub" and not Path(weights).is_file():
-        raise ValueError(
-            f"config key classifier.pretrained: weights file '{weights}' does not exist; "
-            "give a local weights file, 'hub' (needs network) or false"
-        )
-    # the AffinityNet's CNN weights are affinity.net.cnn_pretrained (its ViT backbone is the
-    # classifier); the segmenter's backbone weights are segmenter.net.pretrained
-    for key, section, name in (
-        ("affinity.net.cnn_pretrained", "affinity", "cnn_pretrained"),
-        ("segmenter.net.pretrained", "segmenter", "pretrained"),
-    ):
-        net_weights = config[section]["net"].get(name, False)
-        if isinstance(net_weights, str) and net_weights != "hub" and not Path(net_weights).is_file():
-            raise ValueError(
-                f"config key {key}: weights file '{net_weights}' does not exist; "
-                "give a local weights file, 'hub' (needs network) or false"
-            )
-    voc = DATA_CFG["voc2012"]
-    if DATA_CFG["source"] == "voc2012" and voc["prepared"]:
-        root = Path(voc["root"])
-        if not root.is_dir():
-            raise ValueError(
-                f"config key data.voc2012.root: '{voc['root']}' is not a folder, but "
-                "data.voc2012.prepared is true; point root at a prepared VOC2012 tree or set "
-                "prepared: false to download and prepare it"
-            )
-        for key in ("train_split", "eval_split"):
-            split_file = root / "ImageSets" / "Segmentation" / f"{DATA_CFG[key]}.txt"
-            if not split_file.is_file():
-                raise ValueError(
-                    f"config key data.{key}: '{DATA_CFG[key]}' has no list {split_file} in the "
-                    "prepared tree data.voc2012.root; name a split that exists there or set "
-                    "data.voc2012.prepared: false to prepare the tree (train_aug included)"
-                )
-
-
-check_config_paths()
-
-
-def check_patch_sizes() -> None:
-    """A plain ViT classifier cuts its input into patches: classifier.img_size, and
-    affinity.net.crop_size when the AffinityNet runs on the classifier, must be multiples of
-    the patch size (classifier.patch_size, else the timm model's). Hybrids pass: their CNN
-    stem makes the tokens (hybrid_tiny's stride is checked when it is built)."""
-    if config["classifier"]["backbone"] == "hybrid_tiny":
-        return  # nothing to check: spare the start-up the import of torch
-    try:
-        from wsss_core.classifier.model import ClassifierConfigError, check_patch_multiple
-    except ImportError:
-        return  # Snakemake's own environment has no torch (--use-conda): the rules check
-    cls = config["classifier"]
-    sizes = [("classifier.img_size", cls["img_size"])]
-    net = config["affinity"]["net"]
-    if net.get("backbone", "classifier") == "classifier" and net.get("crop_size") is not None:
-        sizes.append(("affinity.net.crop_size", net["crop_size"]))
-    try:
-        for key, size in sizes:
-            check_patch_multiple(cls, size, key)
-    except ClassifierConfigError as err:
-        raise ValueError(str(err)) from None
-
-
-def check_prepared_tree() -> None:
-    """data.voc2012.prepared: true promises a tree the workflow only reads: its images, the
-    masks of both splits (SegmentationClassAug for train_aug, see wsss_core.data.voc_prepare),
-    and classes.txt where the tree cannot stand for VOC's 20 classes."""
-    voc = DATA_CFG["voc2012"]
-    if DATA_CFG["source"] != "voc2012" or not voc["prepared"]:
-        return
-    root = Path(voc["root"])
-    fix = (
-        f"complete the prepared tree data.voc2012.root '{voc['root']}', point root at a "
-        "complete one, or set data.voc2012.prepared: false to download and prepare it"
-    )
-    if not (root / "JPEGImages").is_dir():
-        raise ValueError(f"config key data.voc2012.root: {root / 'JPEGImages'} is missing; {fix}")
-    for key in ("train_split", "eval_split"):
-        split = DATA_CFG[key]
-        folders = ["SegmentationClassAug"] if split == "train_aug" else [
-            "SegmentationClass", "SegmentationClassAug"
-        ]
-        if not any((root / name).is_dir() for name in folders):
-            raise ValueError(
-                f"config key data.{key}: split '{split}' needs its masks in "
-                f"{' or '.join(str(root / name) for name in folders)}, which is missing; {fix}"
-            )
-    if DATA_CFG["label_source"] == "xml" and not (root / "Annotations").is_dir():
-        raise ValueError(
-            f"config key data.label_source: 'xml' reads {root / 'Annotations'}, which is "
-            f"missing; use label_source: masks, or {fix}"
-        )
-    voc_tree = (root / "Annotations").is_dir() or (root / "SegmentationClass").is_dir()
-    if not voc_tree and not (root / "classes.txt").is_file():
-        raise ValueError(
-            f"config key data.voc2012.root: {root / 'classes.txt'} is missing (the class names, "
-            f"one per line in label order); write it, or {fix}"
-        )
-
-
-def check_results_writable() -> None:
-    """Everything a run writes goes under results/<run>: it (or, before the first run, its
-    nearest existing parent) must be a folder this user can write into. Found here, before
-    any job runs, rather than when the first output is written."""
-    probe = Path(RES)
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        problem = f"{probe} is not a folder"
-    elif not os.access(probe, os.W_OK | os.X_OK):
-        problem = f"no write permission on {probe}"
-    else:
-        return
-    raise ValueError(
-        f"{RES} is not writable ({problem}); fix its permissions or choose another run name "
-        "(config key run)"
-    )
-
-
-check_patch_sizes()
-check_prepared_tree()
-check_results_writable()
-
-for _m in SEED_METHODS:
-    if _m not in CAM_METHODS:
-        raise ValueError(
-            f"config key seeds.methods: '{_m}' is not among cams.methods {CAM_METHODS}; "
-            "add it there or pick one of them"
-        )
-if SEG_METHOD not in SEED_METHODS:
-    raise ValueError(
-        f"config key segmenter.pseudo_method: '{SEG_METHOD}' is not among seeds.methods "
-        f"{SEED_METHODS}"
-    )
 
 wildcard_constraints:
     method="[a-z_]+",

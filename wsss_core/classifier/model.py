@@ -100,7 +100,7 @@ def pretrained_source(cfg: dict) -> str | Path | None:
     return path
 
 
-def is_hybrid(backbone: str) -> bool:
+def is_hybrid_backbone(backbone: str) -> bool:
     """True for CNN+ViT hybrids (our ``hybrid_tiny`` and timm's ``vit_*_r*`` family)."""
     if backbone == HYBRID_TINY:
         return True
@@ -177,7 +177,7 @@ def _timm_kwargs(cfg: dict, backbone: str) -> dict[str, Any]:
         "drop_path_rate": float(cfg.get("drop_path_rate", 0.0)),
     }
     if cfg.get("patch_size") is not None:
-        if is_hybrid(backbone):
+        if is_hybrid_backbone(backbone):
             log.debug("classifier.patch_size is ignored for the hybrid backbone %s", backbone)
         else:
             kwargs["patch_size"] = _positive_int(cfg, "patch_size")
@@ -189,7 +189,7 @@ def patch_size(cfg: dict) -> int | None:
     set, else the timm model's own (built on the meta device: no memory, no download).
     None for hybrids, whose CNN stem makes the tokens (and which ignore ``patch_size``)."""
     backbone = _check_backbone_name(_require(cfg, "backbone"))
-    if is_hybrid(backbone):
+    if is_hybrid_backbone(backbone):
         return None
     if cfg.get("patch_size") is not None:
         return _positive_int(cfg, "patch_size")
