@@ -1,7 +1,8 @@
 """Benchmark: the sparse random walk against PSA's dense formulation, in one run.
 
-Both variants compute maps x T^(2^logt) on the same random inputs (a 56 x 56 grid, 21
-channels, radius 5, beta 8, logt 8 by default). Each variant runs in its own subprocess so
+Both variants compute maps x T^(2^logt) on the same random inputs: by default a 56 x 56 grid
+(448 px at stride 8) and 21 channels, with the walk settings (radius, beta, logt) of the VOC
+preset's ``walk`` section (configs/voc2012_vit_b16.yaml). Each variant runs in its own subprocess so
 that its peak memory can be read from the kernel: the peak resident set size
 (``getrusage(RUSAGE_SELF).ru_maxrss``) after the walk minus the peak before it, with the inputs
 already built and torch warmed up; torch's allocations are counted because the OS sees them
@@ -24,11 +25,18 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from wsss_core.walk.walk import random_walk, random_walk_dense
 
 WALKS = {"sparse": random_walk, "dense": random_walk_dense}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+PRESET = Path(__file__).resolve().parents[1] / "configs" / "voc2012_vit_b16.yaml"
+
+
+def preset_walk() -> dict:
+    """The VOC preset's walk settings, the defaults of --radius, --beta and --logt."""
+    return yaml.safe_load(PRESET.read_text())["walk"]
 
 
 def make_inputs(args: argparse.Namespace, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,12 +79,13 @@ def spawn(args: argparse.Namespace, variant: str, dtype: str, out: Path, repeats
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    walk = preset_walk()
     parser.add_argument("--size", type=int, default=56, help="grid side (56 = 448 px at stride 8)")
     parser.add_argument("--channels", type=int, default=21)
     parser.add_argument("--dim", type=int, default=448, help="feature dimension (PSA: 448)")
-    parser.add_argument("--radius", type=int, default=5)
-    parser.add_argument("--beta", type=float, default=8)
-    parser.add_argument("--logt", type=int, default=8)
+    parser.add_argument("--radius", type=int, default=walk["radius"])
+    parser.add_argument("--beta", type=float, default=walk["beta"])
+    parser.add_argument("--logt", type=int, default=walk["logt"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="sparse runs (dense: 1)")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=DTYPES)

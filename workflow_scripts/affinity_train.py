@@ -5,8 +5,8 @@ Reads the images of ``--data-root`` for the ids of ``--split`` and their seed ma
 the ViT comes from ``--classifier``. Writes ``<out-dir>/affinity.pt``, ``history.csv`` and,
 after every epoch, ``checkpoints/last.pt`` (a rerun after a kill resumes from it when the
 config, seed, classifier, seed masks and images are unchanged).
-``--config-json`` is the ``affinity.net`` config section (see wsss_core.affinity_net and
-wsss_core.train_affinity).
+``--config-json`` is the ``affinity.net`` config section (see wsss_core.affinity.net and
+wsss_core.affinity.train).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every image of the shard (ids[shard::num_shards] of the label table) is resized to the
 classifier's square input size (scale 1.0; other scales relative to it, see
-``wsss_core.multiscale``), normalised like the classifier's inputs, and explained for the
+``wsss_core.cams.multiscale``), normalised like the classifier's inputs, and explained for the
 classes its label-table row marks present. The maps (raw relevance on the token grid of
 scale 1.0, or on its pixel grid for full LRP) go into an HDF5 store with the original
 image size, written atomically.

@@ -5,7 +5,7 @@ label tables; writes ``<out-dir>/model.pt``, ``metrics.json``, ``val_metrics.csv
 ``history.csv`` and, after every epoch, ``checkpoints/last.pt`` (a rerun after a kill
 resumes from it when the config, seed, label tables and images are unchanged).
 ``--config-json`` is the ``classifier`` config section (see wsss_core.classifier and
-wsss_core.train_classifier); ``num_classes`` comes from the label tables.
+wsss_core.classifier.train); ``num_classes`` comes from the label tables.
 """
 
 from __future__ import annotations

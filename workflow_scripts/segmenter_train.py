@@ -4,7 +4,7 @@ Reads ``<masks>/<id>.png`` for the ids of ``--split`` and the images of ``--data
 writes ``<out-dir>/segmenter.pt``, ``<out-dir>/history.csv`` and, after every epoch,
 ``<out-dir>/checkpoints/last.pt`` (a rerun after a kill resumes from it when the config,
 seed, masks, images and backbone file are unchanged).
-``--config-json`` is the ``segmenter.net`` config section (see wsss_core.train_segmenter).
+``--config-json`` is the ``segmenter.net`` config section (see wsss_core.segmenter.train).
 """
 
 from __future__ import annotations

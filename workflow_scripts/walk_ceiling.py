@@ -1,5 +1,5 @@
 """How far the random walk lifts the relevance maps, and how far ground-truth affinities would
-(rule walk_ceiling; ``wsss_core.walk_ceiling``).
+(rule walk_ceiling; ``wsss_core.walk.ceiling``).
 
 Walks every ``walk.ceiling_every``-th image of the split twice, with the trained AffinityNet's
 features and with ground-truth affinities, and writes one table: mIoU and per-class IoU of the

@@ -1,4 +1,4 @@
-"""JSON command-line arguments: wsss_core.cli.parse_json_object, wsss_core.crf.parse_crf_json
+"""JSON command-line arguments: wsss_core.cli.parse_json_object, wsss_core.seeds.crf.parse_crf_json
 and the workflow scripts that use them."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""AffinityNet (wsss_core.affinity_net), its training with resume (wsss_core.train_affinity)
+"""AffinityNet (wsss_core.affinity.net), its training with resume (wsss_core.affinity.train)
 and the train_affinity / random_walk workflow scripts on a tiny synthetic dataset."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The HDF5 relevance-map store (wsss_core.cam_store)."""
+"""The HDF5 relevance-map store (wsss_core.cams.store)."""
 
 from __future__ import annotations
 

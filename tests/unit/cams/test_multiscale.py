@@ -1,4 +1,4 @@
-"""Multi-scale and flip inference of relevance maps (wsss_core.multiscale)."""
+"""Multi-scale and flip inference of relevance maps (wsss_core.cams.multiscale)."""
 
 from __future__ import annotations
 
