@@ -1,4 +1,5 @@
-"""Relevance maps (wsss_core.cams.relevance) and the LRP rules (wsss_core.cams.lrp): values on tiny models."""
+"""Relevance maps (wsss_core.cams.relevance) and the LRP rules (wsss_core.cams.lrp): values on
+tiny models."""
 
 from __future__ import annotations
 
