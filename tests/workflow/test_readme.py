@@ -1,8 +1,10 @@
-"""README.md stays true: every config key of the schema is documented in its key table."""
+"""README.md stays true: every config key of the schema is in its key table, and its layout
+section matches the tree."""
 
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -77,3 +79,32 @@ def test_every_schema_key_is_in_the_readme_table() -> None:
     assert not missing, f"config keys missing from README.md's table: {missing}"
     unknown = sorted(d for d in documented if not d.endswith(".*") and d not in keys)
     assert not unknown, f"README.md documents keys the schema does not have: {unknown}"
+
+
+def layout_block(readme: str) -> str:
+    section = readme.split("## Layout\n", 1)[1]
+    return section.split("```\n", 2)[1]
+
+
+def test_layout_section_matches_the_tree() -> None:
+    """Every tracked top-level folder, wsss_core package and module, rule file and tests
+    folder is named in README's layout, and every path the layout names exists."""
+    block = layout_block((REPO / "README.md").read_text())
+    named = set(re.findall(r"[\w.]+/?", block))
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    top = {f"{path.split('/')[0]}/" for path in tracked if "/" in path and not path.startswith(".")}
+    assert top <= named, f"not in README's layout: {sorted(top - named)}"
+    core = REPO / "wsss_core"
+    packages = {f"{p.name}/" for p in core.iterdir() if (p / "__init__.py").is_file()}
+    modules = {p.name for p in core.glob("*.py")} - {"__init__.py"}
+    assert packages | modules <= named, (
+        f"not in README's layout: {sorted(packages | modules - named)}"
+    )
+    stages = {p.stem for p in (REPO / "rules").glob("*.smk")} - {"common"}
+    assert stages <= named, f"rule files not in README's layout: {sorted(stages - named)}"
+    for folder in ("unit/", "workflow/", "support/"):
+        assert folder in named and (REPO / "tests" / folder).is_dir()
+    for entry in re.findall(r"^(\S+/)", block, re.M):
+        assert (REPO / entry).is_dir(), f"README's layout names {entry}, which does not exist"
