@@ -1,6 +1,6 @@
 # wsss: weakly-supervised semantic segmentation from image-level labels.
 # Stages: data -> classifier -> cams -> seeds -> affinity -> walk -> segmenter -> report.
-# See README.md and ../shared/DESIGN.md.
+# See README.md (Layout: where each stage lives).
 
 from snakemake.utils import min_version
 
