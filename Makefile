@@ -19,11 +19,11 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(SNAKEMAKE) --cores $(CORES) --configfile config.yaml
-	$(SNAKEMAKE) --cores $(CORES) --configfile config.yaml --report results/$(RUN)/report.html
+	$(SNAKEMAKE) --cores $(CORES)
+	$(SNAKEMAKE) --cores $(CORES) --report results/$(RUN)/report.html
 
 report: install
-	$(SNAKEMAKE) --cores $(CORES) --configfile config.yaml --report results/$(RUN)/report.html
+	$(SNAKEMAKE) --cores $(CORES) --report results/$(RUN)/report.html
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -39,8 +39,8 @@ system-deps:
 
 dag: install
 	mkdir -p results/$(RUN)
-	$(SNAKEMAKE) --configfile config.yaml --dag | dot -Tsvg > results/$(RUN)/dag.svg
-	$(SNAKEMAKE) --configfile config.yaml --rulegraph | dot -Tsvg > results/$(RUN)/rulegraph.svg
+	$(SNAKEMAKE) --dag | dot -Tsvg > results/$(RUN)/dag.svg
+	$(SNAKEMAKE) --rulegraph | dot -Tsvg > results/$(RUN)/rulegraph.svg
 	cp results/$(RUN)/rulegraph.svg docs/rulegraph.svg
 	@echo "wrote results/$(RUN)/dag.svg and results/$(RUN)/rulegraph.svg (copied to docs/ for README)"
 

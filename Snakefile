@@ -26,6 +26,10 @@ include: "rules/report.smk"
 report: "report/workflow.rst"
 
 
+onsuccess:
+    print(run_end_message())
+
+
 rule all:
     input:
         final_targets(),

@@ -12,7 +12,7 @@ rule train_affinity:
     params:
         cfg=as_json(config["affinity"]["net"]),
         seed=config["seed"],
-        device=config["device"],
+        device=untracked(config["device"]),
         split=TRAIN_SPLIT,
         out_dir=out_dir(),
     log:

@@ -11,7 +11,7 @@ rule extract_cams:
     params:
         shards=shard_args,
         cfg=section("cams", "scales", "flip", "start_layer"),
-        device=config["device"],
+        device=untracked(config["device"]),
     log:
         log_path("extract_cams", "{method}/{scatteritem}"),
     benchmark:

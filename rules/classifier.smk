@@ -18,7 +18,7 @@ rule finetune_classifier:
     params:
         cfg=as_json(config["classifier"]),
         seed=config["seed"],
-        device=config["device"],
+        device=untracked(config["device"]),
         out_dir=out_dir(),
     log:
         log_path("finetune_classifier"),

@@ -1,6 +1,7 @@
 # Validation of the config, paths, resources and the small functions every rule file uses.
 
 import json
+import time
 import shlex
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ shell.prefix(
     f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 )
 CONDA_ENV = "../envs/wsss.yaml"
+STARTED = time.monotonic()  # the run's wall time, printed at its end
 RUN = config["run"]
 RES = f"results/{RUN}"
 TABLES = f"{RES}/tables"
@@ -89,7 +91,8 @@ def section(name: str, *keys: str) -> str:
 
 def untracked(value):
     """A params value that is no rerun trigger (Snakemake does not record params computed
-    from a job's input or output): where to fetch an archive whose checksum names it."""
+    from a job's input or output): where to fetch an archive whose checksum names it, and the
+    device, which changes where a job computes, not what (switching `device` reruns nothing)."""
     return lambda wildcards, input: value
 
 
@@ -163,3 +166,18 @@ def summary_inputs() -> list[str]:
 
 def per_class_inputs() -> list[str]:
     return [f.replace("_summary.csv", ".csv") for f in summary_inputs()]
+
+
+def run_end_message() -> str:
+    """What the terminal shows when a run succeeds: its wall time, the summary table, where the
+    logs are and how to get the HTML report."""
+    minutes, seconds = divmod(round(time.monotonic() - STARTED), 60)
+    summary = Path(TABLES) / "summary.md"
+    lines = [f"wsss: run '{RUN}' finished in {minutes} min {seconds} s"]
+    if summary.is_file():
+        lines += [f"summary ({summary}):", summary.read_text().rstrip()]
+    lines += [
+        f"logs: {RES}/logs/<rule>/ (follow a running job with tail -f)",
+        f"report: snakemake --report {RES}/report.html (make demo writes it)",
+    ]
+    return "\n".join(lines)

@@ -11,7 +11,7 @@ rule train_segmenter:
     params:
         cfg=as_json(config["segmenter"]["net"]),
         seed=config["seed"],
-        device=config["device"],
+        device=untracked(config["device"]),
         split=TRAIN_SPLIT,
         out_dir=out_dir(),
     log:
@@ -40,7 +40,7 @@ rule predict_segmenter:
     params:
         split=EVAL_SPLIT,
         cfg=as_json(config["segmenter"]["inference"]),
-        device=config["device"],
+        device=untracked(config["device"]),
     log:
         log_path("predict_segmenter", "{method}"),
     benchmark:

@@ -14,7 +14,7 @@ rule random_walk:
     params:
         shards=shard_args,
         cfg=section("walk", "alpha", "beta", "logt", "radius", "crf"),
-        device=config["device"],
+        device=untracked(config["device"]),
     log:
         log_path("random_walk", "{method}/{scatteritem}"),
     benchmark:
@@ -93,7 +93,7 @@ rule walk_ceiling:
     params:
         split=TRAIN_SPLIT,
         cfg=section("walk", "ceiling_every", "alpha", "beta", "logt", "radius"),
-        device=config["device"],
+        device=untracked(config["device"]),
     log:
         log_path("walk_ceiling", "{method}"),
     benchmark:

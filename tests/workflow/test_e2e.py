@@ -44,6 +44,16 @@ def test_tiny_run_completes_every_job(tiny_run: WorkflowRun):
 
 
 @pytest.mark.slow
+def test_the_run_ends_with_its_summary_on_screen(tiny_run: WorkflowRun):
+    """Snakemake's onsuccess prints the wall time, the summary table, the logs and the report."""
+    end = tiny_run.log[tiny_run.log.index("wsss: run 'tiny' finished in ") :]
+    summary = (tiny_run.results / "tables" / "summary.md").read_text().rstrip()
+    assert summary in end
+    assert f"logs: results/{tiny_run.config['run']}/logs/<rule>/" in end
+    assert "report: snakemake --report results/tiny/report.html" in end
+
+
+@pytest.mark.slow
 def test_tiny_run_writes_every_stage(tiny_run: WorkflowRun):
     """Each stage's outputs exist and are not empty, with one log per job."""
     res, cfg = tiny_run.results, tiny_run.config

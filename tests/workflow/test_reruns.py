@@ -197,6 +197,17 @@ def test_nothing_reruns_when_nothing_changed(tiny_run: WorkflowRun):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("device", ["cpu", "cuda:1"])
+def test_choosing_a_device_reruns_nothing(tiny_run: WorkflowRun, device: str):
+    """The device changes where a job computes, not what: no rerun trigger."""
+    config = with_values(load_yaml(tiny_run.workdir / tiny_run.configfile), {"device": device})
+    configfile = write_config(tiny_run.workdir, f"changed/device_{device}.yaml", config)
+    proc = snakemake(tiny_run.workdir, "-n", "--configfile", configfile)
+    assert proc.returncode == 0, tail(output(proc))
+    assert job_counts(output(proc)) == {}
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "key, value, changed", PARAM_CHANGES, ids=[key for key, _, _ in PARAM_CHANGES]
 )
