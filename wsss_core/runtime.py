@@ -2,23 +2,63 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
+import tempfile
+from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
 
 from wsss_core.cli import UserError
 
+# the lock file of the GPU this process claimed (held open until the process ends)
+_claimed: IO[str] | None = None
+
+
+def claim_gpu(count: int, lock_dir: str | Path | None = None) -> int:
+    """The index of a GPU no other job of this user holds, claimed until this process ends.
+
+    Each of the ``count`` GPUs has a lock file (``wsss-gpu-<uid>-<i>.lock`` in the temporary
+    folder); the first one whose lock is free is taken. Jobs that run side by side on a
+    multi-GPU workstation (``snakemake --resources gpu=N``) thus spread over the GPUs instead of
+    all landing on the first. When every GPU is held (more jobs than GPUs), the job waits for
+    the one numbered by its process id."""
+    global _claimed
+    folder = Path(lock_dir or tempfile.gettempdir())
+    handles = [open(folder / f"wsss-gpu-{os.getuid()}-{i}.lock", "a") for i in range(count)]
+    chosen = None
+    for index, handle in enumerate(handles):
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue
+        chosen = index
+        break
+    if chosen is None:
+        chosen = os.getpid() % count
+        fcntl.flock(handles[chosen], fcntl.LOCK_EX)
+    for index, handle in enumerate(handles):
+        if index != chosen:
+            handle.close()
+    _claimed = handles[chosen]
+    return chosen
+
 
 def select_device(preference: str = "auto") -> torch.device:
     """Return the device to compute on: CUDA when present (``auto``), else CPU.
 
-    ``preference`` is ``auto``, ``cpu`` or ``cuda`` (optionally ``cuda:N``).
-    Asking for CUDA on a machine without it is an error that says so.
+    ``preference`` is ``auto``, ``cpu`` or ``cuda`` (optionally ``cuda:N``). ``auto`` with
+    several GPUs visible claims a free one (``claim_gpu``). Asking for CUDA on a machine
+    without it is an error that says so.
     """
     if preference == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        count = torch.cuda.device_count()
+        return torch.device(f"cuda:{claim_gpu(count)}" if count > 1 else "cuda")
     if preference.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(
             f"device '{preference}' was asked for but CUDA is not available here; "
