@@ -1,7 +1,8 @@
 """The relevance methods and their registry ``METHODS``: name -> ``Method``.
 
 Methods and their equivalents in hila-chefer/Transformer-Explainability (the paper's
-evaluation, ``baselines/ViT/imagenet_seg_eval.py``, uses ``start_layer=1``):
+evaluation, ``baselines/ViT/imagenet_seg_eval.py``, uses ``start_layer=1``), and for ``gae``
+in its successor hila-chefer/Transformer-MM-Explainability:
 
 =========================  ============================================================
 method                     reference
@@ -28,6 +29,12 @@ lrp_last_layer             ``generate_LRP(x, index, method="last_layer")``: LRP 
 full_lrp                   ``generate_LRP(x, index, method="full")``: LRP through every
                            block, the position-embedding addition and the patch-embedding
                            convolution (z^B rule) to the pixels, summed over channels.
+gae                        hila-chefer/Transformer-MM-Explainability (Chefer, Gur & Wolf,
+                           ICCV 2021), ``Transformer_MM_explainability_ViT.ipynb``
+                           ``generate_relevance(model, x, index)``: R = I, then per block
+                           R += mean over heads of (grad x attention)+ @ R; CLS row over
+                           the patch tokens. The reference takes every block
+                           (``start_layer=0``); here the blocks from ``start_layer`` on.
 =========================  ============================================================
 
 Each method computes its maps from a recorded forward pass (``wsss_core.cams.trace``); its
@@ -139,6 +146,25 @@ def _full_lrp(model, trace, pairs, start_layer, variant) -> Tensor:
         return r_pixels.sum(dim=1)[:, :height, :width]
 
 
+def _gae(model, trace, pairs, start_layer, variant) -> Tensor:
+    """Per pair: CLS row of R, where R = I and then, block by block from ``start_layer`` up,
+    R <- R + mean_h (grad x attention)+ @ R (the gradient-only rule of Chefer et al. 2021).
+
+    The CLS row of the final R = (I + E_last) @ ... @ (I + E_start) is rolled down from
+    the last block as ``row <- row + row @ E_i``: N^2 per block instead of N^3.
+    """
+    blocks = range(start_layer, len(model.blocks))
+    grads = attention_gradients(trace, blocks, pairs) if blocks else {}
+    row = trace.logits.new_zeros(len(pairs.image), trace.blocks[0].attn.shape[-1])
+    row[:, 0] = 1  # CLS row of the identity
+    with torch.no_grad():
+        for i in reversed(blocks):
+            attn = take(trace.blocks[i].attn, pairs.image)
+            weights = (grads.pop(i) * attn).clamp(min=0).mean(dim=1)  # [P, N, N]
+            row = row + (row.unsqueeze(1) @ weights).squeeze(1)
+    return row[:, 1:]
+
+
 # --------------------------------------------------------------------------------------
 # The registry
 
@@ -175,6 +201,7 @@ METHODS: dict[str, Method] = {
         Method("attn_gradcam", True, False, False, False, _attn_gradcam),
         Method("lrp_last_layer", False, False, False, False, _lrp_last_layer),
         Method("full_lrp", False, False, False, True, _full_lrp),
+        Method("gae", True, False, True, False, _gae),
     )
 }
 

@@ -73,10 +73,10 @@ def explain(
     image. Returns, per image, a tensor [K_b, h, w] (K_b = len(classes[b])) of raw,
     un-normalised relevance on the token grid, or on the pixel grid [K_b, H, W] for
     ``full_lrp`` with a plain patch embedding. ``start_layer`` (first block included)
-    matters for ``transformer_attribution`` and ``rollout``; ``variant`` picks the LRP
-    rules (``"chefer"``: layers_ours, ``"original"``: layers_lrp; see ``wsss_core.cams.lrp``).
-    Computation runs in the model's dtype (float32 or float64) on its device; the maps
-    are detached tensors there.
+    matters for ``transformer_attribution``, ``rollout`` and ``gae``; ``variant`` picks
+    the LRP rules (``"chefer"``: layers_ours, ``"original"``: layers_lrp; see
+    ``wsss_core.cams.lrp``). Computation runs in the model's dtype (float32 or float64) on
+    its device; the maps are detached tensors there.
     """
     spec = method_named(method)
     check_supported(model)

@@ -25,16 +25,24 @@ def test_registry_entries():
         "attn_gradcam",
         "lrp_last_layer",
         "full_lrp",
+        "gae",
     ]
     for name, method in METHODS.items():
         assert method.name == name and callable(method.compute)
     assert {n for n, m in METHODS.items() if m.needs_gradients} == {
         "transformer_attribution",
         "attn_gradcam",
+        "gae",
     }
     assert {n for n, m in METHODS.items() if m.class_agnostic} == {"rollout", "attn_last_layer"}
     assert METHODS["transformer_attribution"].gradients_from(1, 4) == 1
     assert METHODS["attn_gradcam"].gradients_from(1, 4) == 3
+    assert METHODS["gae"].gradients_from(1, 4) == 1
+    assert {n for n, m in METHODS.items() if m.uses_start_layer} == {
+        "transformer_attribution",
+        "rollout",
+        "gae",
+    }
     assert METHODS["full_lrp"].gradients_from(1, 4) is None
     with pytest.raises(ValueError, match="unknown relevance method 'nope'"):
         method_named("nope")

@@ -4,7 +4,8 @@ The NumPy side re-derives everything from the timm weights: its own forward pass
 LRP rule written as explicit contribution tensors (``x_i w_ji`` summed over the input,
 not as gradients), the attention gradients by central finite differences on the
 attention probabilities, and the rollouts as explicit matrix products in the reference's
-order (``A_last @ ... @ A_start``). Tiny models (2 blocks, 5 tokens) keep it fast.
+order (``A_last @ ... @ A_start``; ``gae`` as its loop ``R += E_i @ R`` from R = I).
+Tiny models (2 blocks, 5 tokens) keep it fast.
 """
 
 from __future__ import annotations
@@ -238,6 +239,12 @@ def reference_map(w, img, cls, method, start_layer, variant) -> np.ndarray:
         grad = attention_gradient(w, img, fwd, cls)[-1][:, 0, 1:]
         cam = fwd["blocks"][-1]["attn"][:, 0, 1:]
         return np.maximum((cam * grad.mean(-1, keepdims=True)).mean(0), 0).reshape(grid, grid)
+    if method == "gae":  # Transformer-MM-Explainability's ViT generate_relevance
+        grads = attention_gradient(w, img, fwd, cls)
+        r = eye.copy()
+        for g, t in list(zip(grads, fwd["blocks"], strict=True))[start_layer:]:
+            r += np.maximum(g * t["attn"], 0).mean(0) @ r
+        return r[0, 1:].reshape(grid, grid)
     cams, rel = np_relevance(w, fwd, cls, variant)
     if method == "lrp_last_layer":
         return np.maximum(cams[-1], 0).mean(0)[0, 1:].reshape(grid, grid)
@@ -283,6 +290,8 @@ CASES = [
     ("lrp_last_layer", 1, "original"),
     ("full_lrp", 1, "chefer"),
     ("full_lrp", 1, "original"),
+    ("gae", 0, "chefer"),
+    ("gae", 1, "chefer"),
 ]
 
 
@@ -291,7 +300,7 @@ def test_explain_matches_numpy_reference(setup, method, start_layer, variant):
     model, w, images = setup
     classes = [[2, 0], [1]]
     maps = explain(model, torch.from_numpy(images), classes, method, start_layer, variant=variant)
-    tol = 1e-6 if method in ("transformer_attribution", "attn_gradcam") else 1e-9
+    tol = 1e-6 if method in ("transformer_attribution", "attn_gradcam", "gae") else 1e-9
     pairs = [(b, j, c) for b, class_list in enumerate(classes) for j, c in enumerate(class_list)]
     expected = [reference_map(w, images[b], c, method, start_layer, variant) for b, _, c in pairs]
     overall = max(np.abs(e).max() for e in expected)

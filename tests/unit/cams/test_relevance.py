@@ -248,6 +248,94 @@ def test_uniform_attention_closed_forms():
             assert torch.allclose(maps[k], maps[k, 0, 0].expand_as(maps[k]), rtol=1e-12, atol=0)
 
 
+def gae_reference(model: VisionTransformer, image: torch.Tensor, cls: int, start_layer: int):
+    """Port of Transformer-MM-Explainability's ViT ``generate_relevance`` for one image and
+    one class: timm's own forward with explicit attention, each block's attention map and its
+    gradient saved by hooks (as ``register_hook=True`` does there), then R = I and, block by
+    block from ``start_layer`` up, R += mean_h (grad * attention)+ @ R; CLS row, patches."""
+    saved: list[dict[str, torch.Tensor]] = []
+
+    def save(_module, _inputs, attn):
+        entry = {"attn": attn.detach()}
+        attn.register_hook(lambda grad: entry.update(grad=grad.detach()))
+        saved.append(entry)
+
+    handles = [blk.attn.attn_drop.register_forward_hook(save) for blk in model.blocks]
+    fused = [blk.attn.fused_attn for blk in model.blocks]
+    for blk in model.blocks:
+        blk.attn.fused_attn = False
+    try:
+        output = model(image.unsqueeze(0))
+        one_hot = torch.zeros_like(output)
+        one_hot[0, cls] = 1
+        (one_hot * output).sum().backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+        for blk, flag in zip(model.blocks, fused, strict=True):
+            blk.attn.fused_attn = flag
+        model.zero_grad(set_to_none=True)
+    n = saved[0]["attn"].shape[-1]
+    r = torch.eye(n, dtype=saved[0]["attn"].dtype)
+    for entry in saved[start_layer:]:
+        cam = (entry["grad"][0] * entry["attn"][0]).clamp(min=0).mean(dim=0)  # avg_heads
+        r += cam @ r  # apply_self_attention_rules
+    grid = model.patch_embed.grid_size
+    return r[0, 1:].reshape(grid)
+
+
+@pytest.mark.parametrize("start_layer", [0, 1, 2])
+def test_gae_matches_the_reference_port(start_layer):
+    model = plain_vit(depth=3)
+    x = images(2, 16)
+    classes = [[2, 0], [1, 3]]
+    maps = explain(model, x, classes, "gae", start_layer)
+    for b, class_list in enumerate(classes):
+        for j, c in enumerate(class_list):
+            expected = gae_reference(model, x[b], c, start_layer)
+            scale = expected.abs().max().item()
+            assert scale > 0  # not a degenerate case
+            torch.testing.assert_close(maps[b][j], expected, rtol=0, atol=1e-6 * scale)
+
+
+def test_gae_of_one_block_is_its_positive_head_mean_cls_row():
+    """With one block R = I + E and the identity's CLS row is 0 over the patches, so the map is
+    E[0, 1:] = mean_h (A_h[0, j] g_h[0, j])+. Only the CLS row of the attention reaches the
+    logit, through ctx_h[0] = sum_j A_h[0, j] v_h[j]: g_h[0, j] = v_h[j] . d logit / d ctx_h[0]."""
+    model = plain_vit(depth=1)
+    x = images(2, 16)
+    classes = [[0, 2], [3]]
+    maps = explain(model, x, classes, "gae", 0)
+    trace = forward_trace(model, x, grad_from=0)
+    t = trace.blocks[0]
+    heads, head_dim = t.v.shape[1], t.v.shape[-1]
+    nonzero = 0
+    for b, class_list in enumerate(classes):
+        for j, c in enumerate(class_list):
+            (d_ctx,) = torch.autograd.grad(trace.logits[b, c], t.ctx, retain_graph=True)
+            d_ctx = d_ctx[b, 0].reshape(heads, head_dim, 1)
+            grad = (t.v[b] @ d_ctx).squeeze(-1)  # [heads, N]
+            expected = (t.attn[b, :, 0] * grad).clamp(min=0).mean(dim=0)[1:].detach()
+            nonzero += int(expected.abs().max() > 0)  # a map may be all zero
+            torch.testing.assert_close(maps[b][j].flatten(), expected, rtol=1e-12, atol=1e-15)
+    assert nonzero >= 2  # not a degenerate case
+
+
+def test_gae_from_beyond_the_last_block_is_the_identity_row():
+    """No block rolled out leaves R = I, whose CLS row over the patches is zero (the reference
+    loop with no block); ``explain`` itself only takes start_layer < depth."""
+    model = plain_vit(depth=2)
+    x = images(2, 16)
+    assert gae_reference(model, x[0], 1, start_layer=2).abs().max() == 0
+    gae = METHODS["gae"]
+    trace = forward_trace(model, x, gae.gradients_from(2, 2))
+    pairs = make_pairs([[0, 1], [3]], model.num_classes, "cpu")
+    got = gae.compute(model, trace, pairs, 2, "chefer")
+    assert torch.equal(got, torch.zeros(3, 16, dtype=F64))
+    with pytest.raises(ValueError, match="start_layer"):
+        explain(model, x, [[0], [1]], "gae", start_layer=2)
+
+
 @pytest.mark.parametrize("variant", ["chefer", "original"])
 @pytest.mark.parametrize("method", METHODS)
 def test_batch_equals_each_pair_alone(method, variant):
