@@ -2,8 +2,8 @@
 
 ``tiny_run`` runs ``snakemake --cores 2 --configfile tests/configs/tiny.yaml`` (every stage on
 a few dozen synthetic 64-px images, about a minute on 2 cores) in a copy of the workflow under
-pytest's temporary folder. tests/workflow/test_e2e.py checks its outputs, test_reruns.py reruns parts
-of it; tests/workflow/test_slurm.py compares a run through SLURM with it.
+pytest's temporary folder. tests/workflow/test_e2e.py checks its outputs, test_reruns.py reruns
+parts of it; tests/workflow/test_slurm.py compares a run through SLURM with it.
 Only the tests that ask for it pay for it (they are marked ``slow``).
 """
 

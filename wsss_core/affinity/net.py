@@ -103,12 +103,13 @@ class AffinityNetConfig:
                 raise AffinityConfigError(f"affinity.net.{key} must be a positive integer")
         if self.backbone == CLASSIFIER and not self.vit_blocks and not self.taps:
             raise AffinityConfigError("affinity.net: vit_blocks and taps are both empty")
-        if self.cnn_pretrained not in (False, None, "hub") and not Path(
-            str(self.cnn_pretrained)
-        ).is_file():
+        if (
+            self.cnn_pretrained not in (False, None, "hub")
+            and not Path(str(self.cnn_pretrained)).is_file()
+        ):
             raise AffinityConfigError(
                 f"affinity.net.cnn_pretrained: weights file {self.cnn_pretrained} does not "
-                "exist; use false, \"hub\" or the path of a downloaded weights file"
+                'exist; use false, "hub" or the path of a downloaded weights file'
             )
         if not isinstance(self.freeze_backbone, bool):
             raise AffinityConfigError("affinity.net.freeze_backbone must be true or false")

@@ -50,10 +50,7 @@ def full_offsets(radius: int) -> list[tuple[int, int]]:
     """Every offset (dy, dx) with dy^2 + dx^2 < radius^2, (0, 0) included, in raster order."""
     r = check_radius(radius)
     return [
-        (dy, dx)
-        for dy in range(-r + 1, r)
-        for dx in range(-r + 1, r)
-        if dy * dy + dx * dx < r * r
+        (dy, dx) for dy in range(-r + 1, r) for dx in range(-r + 1, r) if dy * dy + dx * dx < r * r
     ]
 
 

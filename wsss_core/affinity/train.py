@@ -197,8 +197,12 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
         optimizer.step()
-        for key, value in (("train_loss", loss.total), ("train_bg_pos_loss", loss.bg_pos),
-                           ("train_fg_pos_loss", loss.fg_pos), ("train_neg_loss", loss.neg)):
+        for key, value in (
+            ("train_loss", loss.total),
+            ("train_bg_pos_loss", loss.bg_pos),
+            ("train_fg_pos_loss", loss.fg_pos),
+            ("train_neg_loss", loss.neg),
+        ):
             sums[key] += float(value.detach())  # fmt: skip
         batches += 1
         step += 1

@@ -139,7 +139,8 @@ def dense_affinity_matrix(features: torch.Tensor, radius: int) -> torch.Tensor:
     flat = features.reshape(d, h * w).t()
     distance = torch.cdist(flat.unsqueeze(0), flat.unsqueeze(0), p=1)[0] / d
     ys, xs = torch.meshgrid(
-        torch.arange(h, device=features.device), torch.arange(w, device=features.device),
+        torch.arange(h, device=features.device),
+        torch.arange(w, device=features.device),
         indexing="ij",
     )
     ys, xs = ys.reshape(-1), xs.reshape(-1)
