@@ -73,7 +73,7 @@ def check_config_paths() -> None:
         ("affinity.net.cnn_pretrained", "affinity", "cnn_pretrained"),
         ("segmenter.net.pretrained", "segmenter", "pretrained"),
     ):
-        net_weights = config[section]["net"].get(name, False)
+        net_weights = config[section]["net"][name]
         if isinstance(net_weights, str) and net_weights != "hub" and not Path(net_weights).is_file():
             raise ValueError(
                 f"config key {key}: weights file '{net_weights}' does not exist; "
@@ -115,7 +115,7 @@ def check_patch_sizes() -> None:
     cls = config["classifier"]
     sizes = [("classifier.img_size", cls["img_size"])]
     net = config["affinity"]["net"]
-    if net.get("backbone", "classifier") == "classifier" and net.get("crop_size") is not None:
+    if net["backbone"] == "classifier" and net["crop_size"] is not None:
         sizes.append(("affinity.net.crop_size", net["crop_size"]))
     try:
         for key, size in sizes:
@@ -254,11 +254,14 @@ def gpu_resources(rule: str) -> dict:
     config.resources.rules.<rule>.gpu is the one list of GPU rules: a cluster profile asks
     for the GPUs that these resources name (resources.gpus_per_job each)."""
     spec = RESOURCES["rules"].get(rule, {})
+    # a rule not listed, or listed with mem_mb / runtime null (the schema's defaults), takes
+    # resources.default_mem_mb / default_runtime
+    mem_mb, runtime = spec.get("mem_mb"), spec.get("runtime")
     res = {
-        "mem_mb": spec.get("mem_mb", RESOURCES["default_mem_mb"]),
-        "runtime": spec.get("runtime", RESOURCES["default_runtime"]),
+        "mem_mb": RESOURCES["default_mem_mb"] if mem_mb is None else mem_mb,
+        "runtime": RESOURCES["default_runtime"] if runtime is None else runtime,
     }
-    if spec.get("gpu", False) and RESOURCES["gpus_per_job"] > 0:
+    if spec.get("gpu") and RESOURCES["gpus_per_job"] > 0:
         res["gpu"] = RESOURCES["gpus_per_job"]
     return res
 

@@ -1,23 +1,30 @@
-"""README.md stays true: every config key of the schema is documented in its key table."""
+"""README.md stays true: its config key table is the one scripts/update_readme_keys.py writes
+from the schema, and documents every config key."""
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+import update_readme_keys  # noqa: E402  (scripts/ is no package)
+
 CODE_SPAN = re.compile(r"`([^`]+)`")
 
 
 def schema_keys(node: dict, schema: dict, prefix: str = "") -> set[str]:
-    """Dotted paths of every leaf key of ``node`` (``$ref`` resolved in ``schema``);
-    ``<rule>`` stands for free-form (additional) keys."""
+    """Dotted paths of every leaf key of ``node`` (``$ref`` resolved in ``schema``) and of every
+    object with free-form keys (its keys: ``<rule>``)."""
     keys: set[str] = set()
     for name, child in node.get("properties", {}).items():
         path = f"{prefix}{name}"
         child = resolve(child, schema)
+        if isinstance(child.get("additionalProperties"), dict):
+            keys.add(path)
         if "properties" in child or isinstance(child.get("additionalProperties"), dict):
             keys |= schema_keys(child, schema, path + ".")
         else:
@@ -77,3 +84,15 @@ def test_every_schema_key_is_in_the_readme_table() -> None:
     assert not missing, f"config keys missing from README.md's table: {missing}"
     unknown = sorted(d for d in documented if not d.endswith(".*") and d not in keys)
     assert not unknown, f"README.md documents keys the schema does not have: {unknown}"
+
+
+def test_the_key_table_is_generated_from_the_schema() -> None:
+    """The table's defaults and meanings are the schema's (run scripts/update_readme_keys.py
+    after changing the schema or config.yaml)."""
+    readme = (REPO / "README.md").read_text()
+    assert update_readme_keys.readme_block(readme) == update_readme_keys.key_table(REPO), (
+        "README.md's config key table is out of date: run python scripts/update_readme_keys.py"
+    )
+    table = update_readme_keys.key_table(REPO)
+    assert "| `segmenter.net.epochs` | `12` | `6` | training epochs |" in table
+    assert "| `walk.crf.*` | as `seeds.crf` |" in table
