@@ -115,11 +115,14 @@ def gpu_resources(rule: str) -> dict:
     config.resources.rules.<rule>.gpu is the one list of GPU rules: a cluster profile asks
     for the GPUs that these resources name (resources.gpus_per_job each)."""
     spec = RESOURCES["rules"].get(rule, {})
+    # a rule not listed, or listed with mem_mb / runtime null (the schema's defaults), takes
+    # resources.default_mem_mb / default_runtime
+    mem_mb, runtime = spec.get("mem_mb"), spec.get("runtime")
     res = {
-        "mem_mb": spec.get("mem_mb", RESOURCES["default_mem_mb"]),
-        "runtime": spec.get("runtime", RESOURCES["default_runtime"]),
+        "mem_mb": RESOURCES["default_mem_mb"] if mem_mb is None else mem_mb,
+        "runtime": RESOURCES["default_runtime"] if runtime is None else runtime,
     }
-    if spec.get("gpu", False) and RESOURCES["gpus_per_job"] > 0:
+    if spec.get("gpu") and RESOURCES["gpus_per_job"] > 0:
         res["gpu"] = RESOURCES["gpus_per_job"]
     return res
 

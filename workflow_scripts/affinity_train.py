@@ -19,6 +19,7 @@ from pathlib import Path
 from wsss_core.affinity.net import CLASSIFIER, AffinityConfigError, build_affinity_net
 from wsss_core.affinity.train import effective_crop_size, input_files, split_config, train
 from wsss_core.cli import parse_json_object, script_main
+from wsss_core.config import fill_defaults
 from wsss_core.data.datasets import VOCSegmentation
 from wsss_core.data.layout import read_split
 from wsss_core.data.transforms import train_transform
@@ -56,6 +57,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     config = parse_json_object(
         args.config_json, "--config-json", "affinity.net", AffinityConfigError
     )
+    # the workflow passes the whole section, defaults filled in; by hand, missing keys take them
+    config = fill_defaults(config, "affinity.net")
     net_cfg, tc = split_config(config)
     set_threads(args.threads)
     device = select_device(args.device)

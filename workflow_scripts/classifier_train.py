@@ -17,6 +17,7 @@ from pathlib import Path
 from wsss_core.classifier.model import ClassifierConfigError, build_classifier, normalization
 from wsss_core.classifier.train import config_summary, input_files, train
 from wsss_core.cli import parse_json_object, script_main
+from wsss_core.config import fill_defaults
 from wsss_core.data.datasets import VOCClassification
 from wsss_core.data.labels import read_label_table
 from wsss_core.data.transforms import eval_transform, train_transform
@@ -52,7 +53,7 @@ def _class_names(train_labels: str, val_labels: str) -> list[str]:
 
 
 def _scale_range(config: dict) -> tuple[float, float]:
-    value = config.get("scale_range", (0.7, 1.3))
+    value = config["scale_range"]
     if not isinstance(value, list | tuple) or len(value) != 2:
         raise ClassifierConfigError(f"classifier.scale_range must be [low, high], got {value!r}")
     return float(value[0]), float(value[1])
@@ -62,6 +63,8 @@ def run(args: argparse.Namespace) -> dict:
     config = parse_json_object(
         args.config_json, "--config-json", "classifier", ClassifierConfigError
     )
+    # the workflow passes the whole section, defaults filled in; by hand, missing keys take them
+    config = fill_defaults(config, "classifier")
     names = _class_names(args.train_labels, args.val_labels)
     if config.get("num_classes") not in (None, len(names)):
         raise ClassifierConfigError(
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> dict:
     model = build_classifier(config)
     mean, std = normalization(config)
     size = int(config["img_size"])
-    jitter = float(config.get("jitter", 0.3))
+    jitter = float(config["jitter"])
     train_split = args.train_split or Path(args.train_labels).stem
     val_split = args.val_split or Path(args.val_labels).stem
     train_ds = VOCClassification(

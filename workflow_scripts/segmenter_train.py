@@ -13,6 +13,7 @@ import argparse
 import logging
 
 from wsss_core.cli import parse_json_object, script_main
+from wsss_core.config import fill_defaults
 from wsss_core.runtime import select_device, set_threads
 from wsss_core.segmenter.train import train_segmenter
 
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
     config = parse_json_object(args.config_json, "--config-json", "segmenter.net")
+    # the workflow passes the whole section, defaults filled in; by hand, missing keys take them
+    config = fill_defaults(config, "segmenter.net")
     set_threads(args.threads)
     device = select_device(args.device)
     log.info("training the segmenter on %s (%s split) on %s", args.masks, args.split, device)

@@ -23,6 +23,7 @@ from workflow_utils import (
 
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
 
+# Keys of the classifier section that the model and input code read (wsss_core.classifier.model,
 # workflow_scripts/classifier_train.py); the training keys are TrainConfig's fields.
 CLASSIFIER_MODEL_KEYS = {
     "backbone", "img_size", "patch_size", "pretrained", "num_classes", "dynamic_img_size",
@@ -106,13 +107,17 @@ def test_config_files_match_the_schema(configfile):
 
 @pytest.mark.parametrize("configfile", [None, TINY_CONFIG, VOC_PRESET])
 def test_config_sections_pass_the_codes_own_checks(configfile):
-    """The training sections of config.yaml and each preset are accepted by the parsers their
-    rules call (which reject unknown keys or bad values only when the job starts)."""
+    """The training sections of config.yaml and each preset, with the schema's defaults filled
+    in as the rules pass them, are accepted by the parsers their rules call (which reject
+    unknown keys or bad values only when the job starts)."""
+    from snakemake.utils import validate
+
     from wsss_core.affinity.train import split_config
     from wsss_core.classifier.train import TrainConfig
     from wsss_core.segmenter.train import parse_config
 
     config = run_config(REPO, configfile)
+    validate(config, str(SCHEMA), set_default=True)
     TrainConfig.from_dict(config["classifier"])
     split_config(config["affinity"]["net"])
     parse_config(config["segmenter"]["net"], num_classes=21)

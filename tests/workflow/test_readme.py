@@ -1,25 +1,31 @@
-"""README.md stays true: every config key of the schema is in its key table, and its layout
-section matches the tree."""
+"""README.md stays true: its config key table is the one scripts/update_readme_keys.py writes
+from the schema and documents every key, and its layout section matches the tree."""
 
 from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+import update_readme_keys  # noqa: E402  (scripts/ is no package)
+
 CODE_SPAN = re.compile(r"`([^`]+)`")
 
 
 def schema_keys(node: dict, schema: dict, prefix: str = "") -> set[str]:
-    """Dotted paths of every leaf key of ``node`` (``$ref`` resolved in ``schema``);
-    ``<rule>`` stands for free-form (additional) keys."""
+    """Dotted paths of every leaf key of ``node`` (``$ref`` resolved in ``schema``) and of every
+    object with free-form keys (its keys: ``<rule>``)."""
     keys: set[str] = set()
     for name, child in node.get("properties", {}).items():
         path = f"{prefix}{name}"
         child = resolve(child, schema)
+        if isinstance(child.get("additionalProperties"), dict):
+            keys.add(path)
         if "properties" in child or isinstance(child.get("additionalProperties"), dict):
             keys |= schema_keys(child, schema, path + ".")
         else:
@@ -108,3 +114,15 @@ def test_layout_section_matches_the_tree() -> None:
         assert folder in named and (REPO / "tests" / folder).is_dir()
     for entry in re.findall(r"^(\S+/)", block, re.M):
         assert (REPO / entry).is_dir(), f"README's layout names {entry}, which does not exist"
+
+
+def test_the_key_table_is_generated_from_the_schema() -> None:
+    """The table's defaults and meanings are the schema's (run scripts/update_readme_keys.py
+    after changing the schema or config.yaml)."""
+    readme = (REPO / "README.md").read_text()
+    assert update_readme_keys.readme_block(readme) == update_readme_keys.key_table(REPO), (
+        "README.md's config key table is out of date: run python scripts/update_readme_keys.py"
+    )
+    table = update_readme_keys.key_table(REPO)
+    assert "| `segmenter.net.epochs` | `12` | `6` | training epochs |" in table
+    assert "| `walk.crf.*` | as `seeds.crf` |" in table

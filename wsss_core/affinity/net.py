@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
+from wsss_core.config import schema_field
 from wsss_core.data.transforms import eval_transform, image_to_tensor
 from wsss_core.io import save_torch
 
@@ -56,16 +57,18 @@ def _int_tuple(value: Any, key: str) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class AffinityNetConfig:
-    """The architecture (keys of the config's ``affinity.net`` section)."""
+    """The architecture (keys of the config's ``affinity.net`` section; defaults: the config
+    schema's, its lists as tuples). ``freeze_backbone`` is no config key: training sets it
+    from ``backbone_lr_mult`` 0."""
 
-    backbone: str = CLASSIFIER
-    vit_blocks: tuple[int, ...] = (-1,)
-    taps: tuple[str, ...] = ()
-    cnn_out_indices: tuple[int, ...] = (1, 2, 3)
-    cnn_pretrained: bool | str = False
-    level_dim: int = 64
-    feature_dim: int = 128
-    output_stride: int = 8
+    backbone: str = schema_field("affinity.net.backbone")
+    vit_blocks: tuple[int, ...] = schema_field("affinity.net.vit_blocks", tuple)
+    taps: tuple[str, ...] = schema_field("affinity.net.taps", tuple)
+    cnn_out_indices: tuple[int, ...] = schema_field("affinity.net.cnn_out_indices", tuple)
+    cnn_pretrained: bool | str = schema_field("affinity.net.cnn_pretrained")
+    level_dim: int = schema_field("affinity.net.level_dim")
+    feature_dim: int = schema_field("affinity.net.feature_dim")
+    output_stride: int = schema_field("affinity.net.output_stride")
     freeze_backbone: bool = True
 
     @classmethod

@@ -40,6 +40,7 @@ from wsss_core.affinity.net import (
     save_affinity_net,
 )
 from wsss_core.affinity.pairs import affinity_loss, downsample_labels, pair_affinities, pair_labels
+from wsss_core.config import schema_field
 from wsss_core.data.datasets import VOCSegmentation
 from wsss_core.train.digest import InputFiles, dataset_files
 from wsss_core.train.loop import Fingerprint, epoch_loader, train_epochs
@@ -55,21 +56,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class AffinityTrainConfig:
-    """Training hyper-parameters (keys of the ``affinity.net`` section besides the net's)."""
+    """Training hyper-parameters (keys of the ``affinity.net`` section besides the net's;
+    defaults: the config schema's)."""
 
-    radius: int = 5
-    epochs: int = 8
-    batch_size: int = 8
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    backbone_lr_mult: float = 0.0
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    poly_power: float = 0.9
-    crop_size: int | None = None
-    scale_range: tuple[float, float] = (0.9, 1.1)
-    jitter: float = 0.3
-    num_workers: int = 0
+    radius: int = schema_field("affinity.net.radius")
+    epochs: int = schema_field("affinity.net.epochs")
+    batch_size: int = schema_field("affinity.net.batch_size")
+    optimizer: str = schema_field("affinity.net.optimizer")
+    lr: float = schema_field("affinity.net.lr")
+    backbone_lr_mult: float = schema_field("affinity.net.backbone_lr_mult")
+    weight_decay: float = schema_field("affinity.net.weight_decay")
+    momentum: float = schema_field("affinity.net.momentum")
+    poly_power: float = schema_field("affinity.net.poly_power")
+    crop_size: int | None = schema_field("affinity.net.crop_size")
+    scale_range: tuple[float, float] = schema_field("affinity.net.scale_range", tuple)
+    jitter: float = schema_field("affinity.net.jitter")
+    num_workers: int = schema_field("affinity.net.num_workers")
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> AffinityTrainConfig:

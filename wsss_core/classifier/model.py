@@ -13,8 +13,8 @@ with 3 heads.
 Config keys read here (the ``classifier`` section): ``backbone``, ``num_classes``,
 ``img_size``, ``patch_size`` (plain ViTs only; hybrids ignore it), ``pretrained``
 (``false`` | ``"hub"`` | path to a .pth/.pt/.bin/.safetensors/.npz file),
-``dynamic_img_size`` (default true), ``drop_path_rate`` (default 0) and optional
-``mean``/``std`` overriding the input normalisation.
+``dynamic_img_size``, ``drop_path_rate`` and optional ``mean``/``std`` overriding the input
+normalisation. A key missing from ``cfg`` takes the config schema's default.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 
 from wsss_core.cams.support import UnsupportedModelError, check_supported
 from wsss_core.classifier.stem import ConvStem
+from wsss_core.config import schema_default
 from wsss_core.io import save_torch
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,11 @@ def _require(cfg: dict, key: str) -> Any:
     return cfg[key]
 
 
+def _get(cfg: dict, key: str) -> Any:
+    """``cfg[key]``, or the config schema's default of ``classifier.<key>``."""
+    return cfg[key] if key in cfg else schema_default(f"classifier.{key}")
+
+
 def _positive_int(cfg: dict, key: str) -> int:
     value = _require(cfg, key)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -72,7 +78,7 @@ def _positive_int(cfg: dict, key: str) -> int:
 
 def pretrained_source(cfg: dict) -> str | Path | None:
     """``None`` (random init), ``"hub"`` or the Path of a local weights file."""
-    value = cfg.get("pretrained", False)
+    value = _get(cfg, "pretrained")
     if value is False or value is None:
         return None
     if value == "hub":
@@ -145,7 +151,7 @@ def normalization(cfg: dict) -> tuple[list[float], list[float]]:
 
 
 def build_hybrid_tiny(
-    num_classes: int, img_size: int, dynamic_img_size: bool = True, drop_path_rate: float = 0.0
+    num_classes: int, img_size: int, dynamic_img_size: bool, drop_path_rate: float
 ) -> VisionTransformer:
     """The demo hybrid: ConvStem (stride 8) -> HybridEmbed (1x1) -> 4 ViT blocks 192 wide."""
     stem = ConvStem(HYBRID_TINY_ARCH["stem_channels"])
@@ -173,8 +179,8 @@ def _timm_kwargs(cfg: dict, backbone: str) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "num_classes": _positive_int(cfg, "num_classes"),
         "img_size": _positive_int(cfg, "img_size"),
-        "dynamic_img_size": bool(cfg.get("dynamic_img_size", True)),
-        "drop_path_rate": float(cfg.get("drop_path_rate", 0.0)),
+        "dynamic_img_size": bool(_get(cfg, "dynamic_img_size")),
+        "drop_path_rate": float(_get(cfg, "drop_path_rate")),
     }
     if cfg.get("patch_size") is not None:
         if is_hybrid_backbone(backbone):

@@ -9,7 +9,7 @@ appended to ``history.csv`` and the checkpoint is written (``wsss_core.train.loo
 rerun with the same config, seed, label tables and images continues where the killed run
 stopped and ends with the same weights as an uninterrupted run.
 
-Config keys read here (the ``classifier`` section; defaults in ``TrainConfig``):
+Config keys read here (the ``classifier`` section; defaults in the config schema):
 ``optimizer``, ``lr``, ``head_lr_mult``, ``weight_decay``, ``momentum``,
 ``batch_size``, ``epochs``, ``warmup_epochs``, ``min_lr_factor``, ``grad_clip``,
 ``num_workers``.
@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from wsss_core.classifier.metrics import f1_at, per_class_average_precision
 from wsss_core.classifier.model import ClassifierConfigError, save_classifier
+from wsss_core.config import schema_field
 from wsss_core.io import write_table, write_text
 from wsss_core.train.digest import InputFiles, dataset_files
 from wsss_core.train.loop import Fingerprint, epoch_loader, train_epochs
@@ -49,19 +50,20 @@ F1_THRESHOLD = 0.5
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training hyper-parameters (the classifier config section minus the model keys)."""
+    """Training hyper-parameters (the classifier config section minus the model keys); the
+    defaults are the config schema's."""
 
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    head_lr_mult: float = 1.0
-    weight_decay: float = 0.05
-    momentum: float = 0.9
-    batch_size: int = 32
-    epochs: int = 10
-    warmup_epochs: float = 1.0
-    min_lr_factor: float = 0.0
-    grad_clip: float | None = None
-    num_workers: int = 0
+    optimizer: str = schema_field("classifier.optimizer")
+    lr: float = schema_field("classifier.lr")
+    head_lr_mult: float = schema_field("classifier.head_lr_mult")
+    weight_decay: float = schema_field("classifier.weight_decay")
+    momentum: float = schema_field("classifier.momentum")
+    batch_size: int = schema_field("classifier.batch_size")
+    epochs: int = schema_field("classifier.epochs")
+    warmup_epochs: float = schema_field("classifier.warmup_epochs")
+    min_lr_factor: float = schema_field("classifier.min_lr_factor")
+    grad_clip: float | None = schema_field("classifier.grad_clip")
+    num_workers: int = schema_field("classifier.num_workers")
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> TrainConfig:

@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from wsss_core.config import schema_default
 from wsss_core.io import atomic_directory
 
 log = logging.getLogger(__name__)
@@ -67,21 +68,19 @@ class ArchiveSource:
     strip_prefix: str
 
 
+# the official URLs and checksums are the defaults of config keys data.voc2012.*
 VOC2012_TRAINVAL = ArchiveSource(
     name="voc2012",
-    url="http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
+    url=schema_default("data.voc2012.voc_url"),
     filename="VOCtrainval_11-May-2012.tar",
-    md5="6cd6e144f989b92b3379bac3b3de84fd",
+    md5=schema_default("data.voc2012.voc_md5"),
     strip_prefix="VOCdevkit/VOC2012",
 )
 SBD_BENCHMARK = ArchiveSource(
     name="sbd",
-    url=(
-        "http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/"
-        "semantic_contours/benchmark.tgz"
-    ),
+    url=schema_default("data.voc2012.sbd_url"),
     filename="benchmark.tgz",
-    md5="82b4d87ceb2ed10f6038a1cba92111cb",
+    md5=schema_default("data.voc2012.sbd_md5"),
     strip_prefix="benchmark_RELEASE/dataset",
 )
 SOURCES = {source.name: source for source in (VOC2012_TRAINVAL, SBD_BENCHMARK)}

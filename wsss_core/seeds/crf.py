@@ -18,18 +18,20 @@ import numpy as np
 import pydensecrf.densecrf as dcrf
 
 from wsss_core.cli import parse_json_object
+from wsss_core.config import schema_field
 
 
 @dataclass(frozen=True)
 class CRFParams:
-    """Dense CRF kernel parameters (PSA's defaults)."""
+    """Dense CRF kernel parameters; the defaults (PSA's) are the config schema's ``$defs/crf``,
+    which seeds.crf, walk.crf and segmenter.inference.crf share."""
 
-    gauss_sxy: float = 3.0
-    gauss_compat: float = 3.0
-    bilateral_sxy: float = 80.0
-    bilateral_srgb: float = 13.0
-    bilateral_compat: float = 10.0
-    iterations: int = 10
+    gauss_sxy: float = schema_field("seeds.crf.gauss_sxy")
+    gauss_compat: float = schema_field("seeds.crf.gauss_compat")
+    bilateral_sxy: float = schema_field("seeds.crf.bilateral_sxy")
+    bilateral_srgb: float = schema_field("seeds.crf.bilateral_srgb")
+    bilateral_compat: float = schema_field("seeds.crf.bilateral_compat")
+    iterations: int = schema_field("seeds.crf.iterations")
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

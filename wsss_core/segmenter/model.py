@@ -11,7 +11,7 @@ bilinearly to the input size, so any input size works (not only multiples of 16)
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from timm.models import load_state_dict
 from torch import nn
 
+from wsss_core.config import schema_field
 from wsss_core.data.palette import IGNORE_INDEX
 
 
@@ -32,17 +33,18 @@ class SegmenterConfig:
     output stride 8 they are doubled so that they cover the same image extent.
     ``pretrained``: false (random init), "hub" (timm's weights, needs network) or the
     path of a state-dict file of the timm backbone (classifier keys are ignored).
+    The defaults are the config schema's.
     """
 
-    backbone: str = "resnet18"
-    pretrained: bool | str = False
-    output_stride: int = 16
-    aspp_rates: list[int] = field(default_factory=lambda: [6, 12, 18])
-    aspp_channels: int = 256
-    low_level_channels: int = 48
-    decoder_channels: int = 256
-    dropout: float = 0.1
-    num_classes: int = 21
+    backbone: str = schema_field("segmenter.net.backbone")
+    pretrained: bool | str = schema_field("segmenter.net.pretrained")
+    output_stride: int = schema_field("segmenter.net.output_stride")
+    aspp_rates: list[int] = schema_field("segmenter.net.aspp_rates")
+    aspp_channels: int = schema_field("segmenter.net.aspp_channels")
+    low_level_channels: int = schema_field("segmenter.net.low_level_channels")
+    decoder_channels: int = schema_field("segmenter.net.decoder_channels")
+    dropout: float = schema_field("segmenter.net.dropout")
+    num_classes: int = 21  # not a config key: background + the dataset's classes
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SegmenterConfig:

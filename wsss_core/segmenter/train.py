@@ -15,7 +15,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,10 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from wsss_core.config import schema_field
 from wsss_core.data.datasets import VOCSegmentation
 from wsss_core.data.layout import mask_path, read_class_names
-from wsss_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform
+from wsss_core.data.transforms import train_transform
 from wsss_core.runtime import seed_everything
 from wsss_core.segmenter.model import (
     DeepLabV3Plus,
@@ -46,22 +47,22 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "lr"]
 
 @dataclass
 class TrainConfig:
-    """Training keys of the ``segmenter.net`` section (defaults: the CPU demo at 96 px)."""
+    """Training keys of the ``segmenter.net`` section (defaults: the config schema's)."""
 
-    epochs: int = 12
-    batch_size: int = 16
-    crop_size: int = 96
-    scale_range: list[float] = field(default_factory=lambda: [0.7, 1.3])
-    jitter: float = 0.3
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    backbone_lr_mult: float = 1.0
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    poly_power: float = 0.9
-    num_workers: int = 0
-    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
-    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    epochs: int = schema_field("segmenter.net.epochs")
+    batch_size: int = schema_field("segmenter.net.batch_size")
+    crop_size: int = schema_field("segmenter.net.crop_size")
+    scale_range: list[float] = schema_field("segmenter.net.scale_range")
+    jitter: float = schema_field("segmenter.net.jitter")
+    optimizer: str = schema_field("segmenter.net.optimizer")
+    lr: float = schema_field("segmenter.net.lr")
+    backbone_lr_mult: float = schema_field("segmenter.net.backbone_lr_mult")
+    momentum: float = schema_field("segmenter.net.momentum")
+    weight_decay: float = schema_field("segmenter.net.weight_decay")
+    poly_power: float = schema_field("segmenter.net.poly_power")
+    num_workers: int = schema_field("segmenter.net.num_workers")
+    mean: list[float] = schema_field("segmenter.net.mean")
+    std: list[float] = schema_field("segmenter.net.std")
 
     def validate(self) -> None:
         for key in ("epochs", "batch_size", "crop_size"):

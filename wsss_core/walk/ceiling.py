@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from wsss_core.affinity.net import AffinityNet, image_features
 from wsss_core.cams.store import CamReader
+from wsss_core.config import schema_field
 from wsss_core.data.layout import load_gt_mask, load_image
 from wsss_core.evaluate.masks import full_class_names
 from wsss_core.evaluate.metrics import ConfusionMatrix
@@ -41,12 +42,12 @@ STAGES = ("relevance map", "random walk", "random walk, ground-truth affinity")
 
 @dataclass(frozen=True)
 class WalkParams:
-    """The random walk's parameters (config section ``random_walk``)."""
+    """The random walk's parameters (config section ``walk``; defaults: the config schema's)."""
 
-    alpha: float
-    beta: float = 8
-    logt: int = 8
-    radius: int = 5
+    alpha: float = schema_field("walk.alpha")
+    beta: float = schema_field("walk.beta")
+    logt: int = schema_field("walk.logt")
+    radius: int = schema_field("walk.radius")
 
 
 def ceiling_masks(
