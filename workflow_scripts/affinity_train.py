@@ -18,7 +18,7 @@ from pathlib import Path
 
 from wsss_core.affinity.net import CLASSIFIER, AffinityConfigError, build_affinity_net
 from wsss_core.affinity.train import effective_crop_size, input_files, split_config, train
-from wsss_core.cli import parse_json_object, script_main
+from wsss_core.cli import add_options, parse_json_object, script_main
 from wsss_core.config import fill_defaults
 from wsss_core.data.datasets import VOCSegmentation
 from wsss_core.data.layout import read_split
@@ -32,12 +32,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--classifier", required=True, help="classifier model.pt")
     parser.add_argument("--seeds", required=True, help="folder of <id>.png seed masks")
-    parser.add_argument("--data-root", required=True, help="dataset root in VOC layout")
+    add_options(parser, "data-root", "seed", "device")
     parser.add_argument("--split", required=True, help="split whose images are trained on")
     parser.add_argument("--config-json", required=True, help="affinity.net config as JSON")
-    parser.add_argument("--seed", type=int, required=True, help="config key seed")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--device", required=True, help="config key device: auto | cpu | cuda[:N]")
     parser.add_argument("--out-dir", required=True)
     return parser.parse_args(argv)
 

@@ -15,7 +15,7 @@ import logging
 import pandas as pd
 
 from wsss_core.cams.store import CamReader
-from wsss_core.cli import config_json, script_main
+from wsss_core.cli import add_options, config_json, script_main
 from wsss_core.data.layout import read_class_names, read_split
 from wsss_core.evaluate.masks import stage_tables
 from wsss_core.evaluate.sweep import (
@@ -39,8 +39,7 @@ def sweep_frame(sweep: dict, mode: str) -> pd.DataFrame:
 @script_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--store", required=True, help="relevance-map store cams/<method>.h5")
-    parser.add_argument("--data-root", required=True, help="dataset root in VOC layout")
+    add_options(parser, "store", "data-root")
     parser.add_argument("--split", required=True, help="config key data.train_split")
     parser.add_argument(
         "--config-json", required=True,

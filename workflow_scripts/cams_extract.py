@@ -24,7 +24,7 @@ from wsss_core.cams.methods import METHODS
 from wsss_core.cams.multiscale import check_scales, explain_multiscale
 from wsss_core.cams.store import CamRecord, write_store
 from wsss_core.classifier.model import load_classifier
-from wsss_core.cli import config_json, script_main
+from wsss_core.cli import add_options, config_json, script_main
 from wsss_core.data.labels import read_label_table
 from wsss_core.data.layout import load_image
 from wsss_core.data.transforms import eval_transform, image_to_tensor
@@ -37,11 +37,9 @@ log = logging.getLogger("extract_cams")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classifier", required=True, help="trained classifier model.pt")
-    parser.add_argument("--data-root", required=True, help="dataset root in VOC layout")
+    add_options(parser, "data-root", "shards", "device")
     parser.add_argument("--labels", required=True, help="label table labels/<split>.csv")
     parser.add_argument("--method", required=True, choices=METHODS)
-    parser.add_argument("--shard", type=int, default=0, help="0-based shard index")
-    parser.add_argument("--num-shards", type=int, default=1)
     parser.add_argument(
         "--config-json", required=True,
         help="config keys cams.{scales, flip, start_layer} as a JSON object",
@@ -53,8 +51,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="LRP rules: chefer (layers_ours, default) or original (layers_lrp)",
     )
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
-    parser.add_argument("--device", required=True, help="config key device")
-    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", required=True, help="shard store .h5")
     args = parser.parse_args(argv)
     cfg = config_json(args.config_json, "cams", ("scales", "flip", "start_layer"))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from wsss_core.classifier.model import ClassifierConfigError, build_classifier, normalization
 from wsss_core.classifier.train import config_summary, input_files, train
-from wsss_core.cli import parse_json_object, script_main
+from wsss_core.cli import add_options, parse_json_object, script_main
 from wsss_core.config import fill_defaults
 from wsss_core.data.datasets import VOCClassification
 from wsss_core.data.labels import read_label_table
@@ -28,15 +28,12 @@ log = logging.getLogger("finetune_classifier")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data-root", required=True, help="dataset root in VOC layout")
+    add_options(parser, "data-root", "seed", "device")
     parser.add_argument("--train-labels", required=True, help="label table labels/<split>.csv")
     parser.add_argument("--val-labels", required=True, help="label table of the val split")
     parser.add_argument("--train-split", default=None, help="default: the train table's stem")
     parser.add_argument("--val-split", default=None, help="default: the val table's stem")
     parser.add_argument("--config-json", required=True, help="classifier config section as JSON")
-    parser.add_argument("--seed", type=int, required=True, help="config key seed")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--device", required=True, help="config key device: auto | cpu | cuda[:N]")
     parser.add_argument("--out-dir", required=True)
     return parser.parse_args(argv)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from wsss_core.cli import script_main
+from wsss_core.cli import add_options, script_main
 from wsss_core.data.layout import read_class_names, read_split
 from wsss_core.evaluate.masks import evaluate_masks_detailed, stage_tables
 from wsss_core.io import write_table
@@ -23,7 +23,7 @@ log = logging.getLogger("eval_masks")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pred-dir", required=True, help="folder of <id>.png label masks")
-    parser.add_argument("--data-root", required=True, help="dataset root in VOC layout")
+    add_options(parser, "data-root")
     parser.add_argument("--split", required=True)
     parser.add_argument("--stage", required=True, help='stage name, e.g. "random walk"')
     parser.add_argument("--method", required=True, help="relevance method the masks come from")

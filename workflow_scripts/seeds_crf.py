@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from wsss_core.cams.store import CamReader
-from wsss_core.cli import config_json, script_main
+from wsss_core.cli import add_options, config_json, script_main
 from wsss_core.data.layout import load_image
 from wsss_core.data.palette import save_mask
 from wsss_core.seeds.crf import parse_crf_json
@@ -30,10 +30,7 @@ log = logging.getLogger("crf_seeds")
 @script_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--store", required=True, help="relevance-map store cams/<method>.h5")
-    parser.add_argument("--data-root", required=True, help="dataset root in VOC layout")
-    parser.add_argument("--shard", type=int, default=0, help="0-based shard index")
-    parser.add_argument("--num-shards", type=int, default=1)
+    add_options(parser, "store", "data-root", "shards")
     parser.add_argument(
         "--config-json", required=True,
         help="config keys seeds.{alpha_low, alpha_high, crf} as a JSON object",

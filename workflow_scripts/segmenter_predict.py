@@ -15,7 +15,7 @@ import logging
 
 from tqdm import tqdm
 
-from wsss_core.cli import config_json, script_main
+from wsss_core.cli import add_options, config_json, script_main
 from wsss_core.data.layout import read_split
 from wsss_core.io import atomic_directory
 from wsss_core.runtime import select_device, set_threads
@@ -30,15 +30,13 @@ log = logging.getLogger("predict_segmenter")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", required=True, help="segmenter.pt from train_segmenter")
-    parser.add_argument("--data-root", required=True, help="dataset root in VOC layout")
+    add_options(parser, "data-root", "device")
     parser.add_argument("--split", required=True, help="config key data.eval_split")
     parser.add_argument(
         "--config-json", required=True,
         help="config section segmenter.inference {scales, flip, crf} as a JSON object",
     )  # fmt: skip
     parser.add_argument("--crf-out-dir", default=None, help="folder for the CRF-refined masks")
-    parser.add_argument("--device", required=True, help="config key device: auto | cpu | cuda[:N]")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out-dir", required=True, help="folder for the predicted masks")
     args = parser.parse_args(argv)
 

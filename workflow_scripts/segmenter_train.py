@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from wsss_core.cli import parse_json_object, script_main
+from wsss_core.cli import add_options, parse_json_object, script_main
 from wsss_core.config import fill_defaults
 from wsss_core.runtime import select_device, set_threads
 from wsss_core.segmenter.train import train_segmenter
@@ -24,12 +24,9 @@ log = logging.getLogger("train_segmenter")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--masks", required=True, help="folder of pseudo masks <id>.png")
-    parser.add_argument("--data-root", required=True, help="dataset root in VOC layout")
+    add_options(parser, "data-root", "seed", "device")
     parser.add_argument("--split", required=True, help="config key data.train_split")
     parser.add_argument("--config-json", required=True, help="segmenter.net config as JSON")
-    parser.add_argument("--seed", type=int, required=True, help="config key seed")
-    parser.add_argument("--device", required=True, help="config key device: auto | cpu | cuda[:N]")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
     config = parse_json_object(args.config_json, "--config-json", "segmenter.net")

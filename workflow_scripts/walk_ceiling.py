@@ -13,7 +13,7 @@ import argparse
 import logging
 
 from wsss_core.affinity.net import load_affinity_net
-from wsss_core.cli import config_json, script_main
+from wsss_core.cli import add_options, config_json, script_main
 from wsss_core.data.layout import read_class_names, read_split
 from wsss_core.io import to_markdown, write_table
 from wsss_core.runtime import select_device, set_threads
@@ -24,16 +24,13 @@ log = logging.getLogger("walk_ceiling")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", required=True, help="relevance-map store cams/<method>.h5")
+    add_options(parser, "store", "data-root", "device")
     parser.add_argument("--affinity", required=True, help="AffinityNet affinity.pt")
-    parser.add_argument("--data-root", required=True, help="dataset root in VOC layout")
     parser.add_argument("--split", required=True, help="split whose images are walked")
     parser.add_argument(
         "--config-json", required=True,
         help="config keys walk.{ceiling_every, alpha, beta, logt, radius} as a JSON object",
     )  # fmt: skip
-    parser.add_argument("--device", required=True, help="config key device: auto | cpu | cuda[:N]")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out-csv", required=True)
     parser.add_argument("--out-md", required=True)
     args = parser.parse_args(argv)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from wsss_core.affinity.net import image_features, load_affinity_net
 from wsss_core.cams.store import CamReader
-from wsss_core.cli import config_json, script_main
+from wsss_core.cli import add_options, config_json, script_main
 from wsss_core.data.layout import load_image
 from wsss_core.data.palette import save_mask
 from wsss_core.runtime import select_device, set_threads
@@ -35,17 +35,12 @@ log = logging.getLogger("random_walk")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--store", required=True, help="relevance-map store cams/<method>.h5")
+    add_options(parser, "store", "data-root", "shards", "device")
     parser.add_argument("--affinity", required=True, help="trained AffinityNet affinity.pt")
-    parser.add_argument("--data-root", required=True, help="dataset root in VOC layout")
-    parser.add_argument("--shard", type=int, default=0, help="0-based shard index")
-    parser.add_argument("--num-shards", type=int, default=1)
     parser.add_argument(
         "--config-json", required=True,
         help="config keys walk.{alpha, beta, logt, radius, crf} as a JSON object",
     )  # fmt: skip
-    parser.add_argument("--device", required=True, help="config key device: auto | cpu | cuda[:N]")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out-dir", required=True, help="folder for <id>.png walk masks")
     parser.add_argument("--crf-out-dir", default=None, help="folder for <id>.png CRF masks")
     args = parser.parse_args(argv)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import inspect
 import json
@@ -57,6 +58,29 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 
 ScriptMain = Callable[[list[str] | None], int | None]
+
+
+# Options several workflow scripts take, each declared once: name -> the arguments it adds
+COMMON_OPTIONS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
+    "data-root": (("--data-root", {"required": True, "help": "dataset root in VOC layout"}),),
+    "store": (("--store", {"required": True, "help": "relevance-map store cams/<method>.h5"}),),
+    "shards": (
+        ("--shard", {"type": int, "default": 0, "help": "0-based shard index"}),
+        ("--num-shards", {"type": int, "default": 1, "help": "number of shards"}),
+    ),
+    "device": (
+        ("--device", {"required": True, "help": "config key device: auto | cpu | cuda[:N]"}),
+        ("--threads", {"type": int, "default": None, "help": "torch CPU threads"}),
+    ),
+    "seed": (("--seed", {"type": int, "required": True, "help": "config key seed"}),),
+}
+
+
+def add_options(parser: argparse.ArgumentParser, *names: str) -> None:
+    """Add the common options ``names`` (keys of COMMON_OPTIONS) to ``parser``."""
+    for name in names:
+        for flag, kwargs in COMMON_OPTIONS[name]:
+            parser.add_argument(flag, **kwargs)
 
 
 def split_log_option(argv: list[str]) -> tuple[list[str], str | None]:
