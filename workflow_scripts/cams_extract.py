@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
+from wsss_core.cams.images import batches, classifier_inputs, input_size
 from wsss_core.cams.lrp import VARIANTS
 from wsss_core.cams.methods import METHODS
 from wsss_core.cams.multiscale import check_scales, explain_multiscale
@@ -27,7 +27,7 @@ from wsss_core.classifier.model import load_classifier
 from wsss_core.cli import add_options, config_json, script_main
 from wsss_core.data.labels import read_label_table
 from wsss_core.data.layout import load_image
-from wsss_core.data.transforms import eval_transform, image_to_tensor
+from wsss_core.runs import settings_text
 from wsss_core.runtime import select_device, set_threads
 from wsss_core.shards import shard_ids
 
@@ -65,26 +65,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def input_size(info: dict, path: str) -> int:
-    """The classifier's square input size from its saved config."""
-    size = info.get("model_config", {}).get("img_size")
-    if isinstance(size, list | tuple):
-        if len(size) != 2 or size[0] != size[1]:
-            raise ValueError(f"{path}: img_size {size} is not square")
-        size = size[0]
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"{path}: model_config has no valid img_size ({size!r}); retrain it")
-    return size
-
-
 def class_lists(labels: np.ndarray) -> list[list[int]]:
     """Present classes (label 1) of every row of a label table."""
     return [[int(c) for c in np.flatnonzero(row > 0.5)] for row in labels]
-
-
-def batches(items: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 @script_main
@@ -102,19 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     present = dict(zip(ids, class_lists(labels), strict=True))
     mine = shard_ids(ids, args.shard, args.num_shards)
     size = input_size(info, args.classifier)
-    transform = eval_transform(size, info["mean"], info["std"])
-    log.info(
-        "%s: %d of %d images (shard %d/%d), %d px, scales %s, flip %s, start layer %d, "
-        "LRP %s, device %s",
+    log.info(  # the run's record of its cams settings (read by wsss_core.runs)
+        "%s: %d of %d images (shard %d/%d), %d px, %s, LRP %s, device %s",
         args.method,
         len(mine),
         len(ids),
         args.shard,
         args.num_shards,
         size,
-        args.scales,
-        args.flip,
-        args.start_layer,
+        settings_text(args.scales, args.flip, args.start_layer),
         args.lrp_variant,
         device,
     )
@@ -123,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         progress = tqdm(total=len(mine), desc=f"{args.method} shard {args.shard}", unit="img")
         for chunk in batches(mine, args.batch_size):
             raw = [load_image(args.data_root, image_id) for image_id in chunk]
-            x = torch.stack([transform(image_to_tensor(img))[0] for img in raw]).to(device)
+            x = classifier_inputs(raw, size, info["mean"], info["std"], device)
             classes = [present[image_id] for image_id in chunk]
             maps = explain_multiscale(
                 model,

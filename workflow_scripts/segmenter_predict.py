@@ -18,6 +18,7 @@ from tqdm import tqdm
 from wsss_core.cli import add_options, config_json, script_main
 from wsss_core.data.layout import read_split
 from wsss_core.io import atomic_directory
+from wsss_core.runs import settings_text
 from wsss_core.runtime import select_device, set_threads
 from wsss_core.seeds.crf import parse_crf_json
 from wsss_core.segmenter.model import load_segmenter
@@ -51,13 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     device = select_device(args.device)
     model, info = load_segmenter(args.model, device)
     ids = read_split(args.data_root, args.split)
-    log.info(
-        "predicting %d images of %s on %s (scales %s, flip %s, CRF %s)",
+    log.info(  # the run's record of its inference settings (read by wsss_core.runs)
+        "predicting %d images of %s on %s (%s, CRF %s)",
         len(ids),
         args.split,
         device,
-        args.scales,
-        args.flip,
+        settings_text(args.scales, args.flip),
         crf_params is not None,
     )
     with contextlib.ExitStack() as stack:

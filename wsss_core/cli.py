@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import inspect
 import json
@@ -10,7 +11,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +109,10 @@ def last_line(path: str | Path) -> str:
     return next((line for line in reversed(lines) if line.strip()), "")
 
 
-def script_main(main: ScriptMain) -> Callable[[list[str] | None], int]:
+def script_main(main: ScriptMain | None = None, *, name: str | None = None) -> Any:
     """Decorate a workflow script's ``main(argv)``: log to stderr, and turn an expected error
-    into one last line ``<script>: error: <message>`` and exit code 2.
+    into one last line ``<script>: error: <message>`` and exit code 2 (``<script>`` is the
+    file's stem, or ``name`` with ``@script_main(name=...)``).
 
     ``--log PATH`` (every rule passes its log file) sends everything the script writes to
     PATH: file descriptors 1 and 2 are redirected, so progress bars and the output of C
@@ -119,7 +121,9 @@ def script_main(main: ScriptMain) -> Callable[[list[str] | None], int]:
     reads it beside Snakemake's failure summary.
     """
 
-    script = Path(inspect.getfile(main)).stem
+    if main is None:
+        return functools.partial(script_main, name=name)
+    script = name or Path(inspect.getfile(main)).stem
 
     @functools.wraps(main)
     def guarded(argv: list[str] | None = None) -> int:
@@ -181,3 +185,30 @@ def config_json(text: str, section: str, keys: tuple[str, ...]) -> dict[str, Any
             f"section {section} (rules/*.smk does)"
         )
     return cfg
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, desc: str, unit: str = "img") -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr: yields ``update(n)``, to call after every n items done.
+
+    tqdm's bar where tqdm is installed; otherwise one plain line ``<desc>: done/total <unit>``
+    about every 10 % of the way (and at the end).
+    """
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        tqdm = None
+    if tqdm is not None:
+        with tqdm(total=total, desc=desc, unit=unit) as bar:
+            yield bar.update
+        return
+    done = 0
+    step = max(1, total // 10)
+
+    def update(n: int = 1) -> None:
+        nonlocal done
+        before, done = done, done + n
+        if done >= total or done // step > before // step:
+            print(f"{desc}: {done}/{total} {unit}", file=sys.stderr, flush=True)
+
+    yield update

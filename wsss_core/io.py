@@ -109,6 +109,19 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def save_image(path: str | os.PathLike, image: object) -> None:
+    """Write an RGB uint8 [H, W, 3] array as an image (format from the suffix), atomically."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(image)
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
+        raise ValueError(f"{path}: an RGB image must be uint8 [H, W, 3], got {pixels.dtype} "
+                         f"{pixels.shape}")  # fmt: skip
+    with atomic_path(path) as tmp:
+        Image.fromarray(pixels, mode="RGB").save(tmp)
+
+
 def save_torch(path: str | os.PathLike, obj: object) -> None:
     """``torch.save`` atomically. Written through a file object, the archive inside is named
     ``archive`` whatever the temporary name, so the same content always gives the same bytes."""

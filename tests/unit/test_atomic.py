@@ -102,3 +102,19 @@ def test_save_torch_gives_the_same_bytes_for_the_same_content(tmp_path):
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
     loaded = torch.load(tmp_path / "a.pt", weights_only=True)
     assert torch.equal(loaded["w"], state["w"]) and loaded["names"] == ["a", "b"]
+
+
+def test_save_image_writes_rgb_by_suffix(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from wsss_core.io import save_image
+
+    pixels = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    save_image(tmp_path / "x.png", pixels)
+    with Image.open(tmp_path / "x.png") as image:
+        assert image.format == "PNG" and image.mode == "RGB"
+        np.testing.assert_array_equal(np.array(image), pixels)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
+    with pytest.raises(ValueError, match="uint8"):
+        save_image(tmp_path / "y.png", pixels.astype(float))

@@ -4,6 +4,7 @@ names the file or config key and says what to do, and a script prints it as one 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from workflow_utils import load_script
 
 from wsss_core.cams.store import CamReader, CamRecord, MissingImageError, write_store
 from wsss_core.classifier.model import ClassifierConfigError, check_patch_multiple, patch_size
-from wsss_core.cli import EXIT_EXPECTED, UserError, script_main
+from wsss_core.cli import EXIT_EXPECTED, UserError, progress_bar, script_main
 from wsss_core.data.layout import check_mask_labels, load_gt_mask, load_image
 from wsss_core.data.palette import save_mask
 from wsss_core.runtime import select_device
@@ -68,6 +69,29 @@ def test_a_converted_script_names_itself(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith(f"shards_gather: error: shard folder {tmp_path / 'no'} is missing")
+
+
+@script_main(name="tool")
+def _named(argv: list[str] | None = None) -> int:
+    raise UserError(f"bad {argv[0]}")
+
+
+def test_a_named_main_says_its_name(capsys):
+    assert _named(["x"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["tool: error: bad x"]
+
+
+def test_progress_bar_is_tqdm_or_plain_lines(monkeypatch, capsys):
+    with progress_bar(3, "work") as update:
+        update(3)
+    assert "work: 100%" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # not installed: import fails
+    with progress_bar(25, "work") as update:
+        for _ in range(12):
+            update(2)
+        update(1)
+    lines = capsys.readouterr().err.splitlines()  # every step of 25 // 10 images, and the end
+    assert lines == [f"work: {n}/25 img" for n in (*range(2, 25, 2), 25)]
 
 
 # ------------------------------------------------------------------ errors at the point of I/O

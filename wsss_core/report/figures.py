@@ -66,6 +66,17 @@ def heat_overlay(image: np.ndarray, heat: np.ndarray, weight: float = 0.5) -> np
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
+def mask_overlay(image: np.ndarray, mask: np.ndarray, weight: float = 0.5) -> np.ndarray:
+    """Blend a label mask's VOC colours over an RGB image, (1 - w) image + w colour, where it
+    marks a class; background (0) and ignored (255) pixels show the image as it is."""
+    if mask.shape != image.shape[:2]:
+        raise ValueError(f"mask {mask.shape} and image {image.shape[:2]} differ in size")
+    blended = (1.0 - weight) * image.astype(np.float64) + weight * colorize(mask)
+    blended = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    marked = (mask != 0) & (mask != IGNORE_INDEX)
+    return np.where(marked[..., None], blended, image).astype(np.uint8)
+
+
 def relevance_heat(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Max over classes of [K, H, W] maps; an image without classes (K = 0) gives zeros."""
     if maps.shape[0] == 0:

@@ -24,18 +24,60 @@ from wsss_core.seeds.crf import CRFParams, dense_crf
 
 
 def _normalised(
-    image: np.ndarray, mean: Sequence[float], std: Sequence[float], device
+    images: Sequence[np.ndarray], mean: Sequence[float], std: Sequence[float], device
 ) -> torch.Tensor:
-    """uint8 [H, W, 3] -> normalised float [1, 3, H, W] on ``device``."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).float() / 255.0
+    """uint8 [H, W, 3] images of one size -> normalised float [B, 3, H, W] on ``device``."""
+    for image in images:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
+        if image.shape != images[0].shape:
+            raise ValueError(
+                f"images of one batch differ in size: {images[0].shape}, {image.shape}"
+            )
+    pixels = torch.from_numpy(np.ascontiguousarray(np.stack(images)))
+    x = pixels.to(device).permute(0, 3, 1, 2).float() / 255.0
     mean_t = torch.tensor(mean, dtype=torch.float32, device=device)[:, None, None]
     std_t = torch.tensor(std, dtype=torch.float32, device=device)[:, None, None]
-    return ((x - mean_t) / std_t)[None]
+    return (x - mean_t) / std_t
 
 
 @torch.no_grad()
+def predict_batch(
+    model: nn.Module,
+    images: Sequence[np.ndarray],
+    mean: Sequence[float],
+    std: Sequence[float],
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+) -> np.ndarray:
+    """Class probabilities float32 [B, C, H, W] of B RGB uint8 images of one size [H, W, 3]
+    (model in eval mode), each as ``predict`` gives it: one forward pass per scale for the
+    whole batch (and its mirror images)."""
+    check_scales(scales)
+    if len(images) == 0:
+        raise ValueError("no images to predict")
+    device = next(model.parameters()).device
+    x = _normalised(images, mean, std, device)
+    batch = x.shape[0]
+    height, width = images[0].shape[:2]
+    total: torch.Tensor | None = None
+    count = 0
+    for scale in scales:
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        xs = x
+        if size != (height, width):
+            shrink = size[0] < height or size[1] < width
+            xs = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+        views = torch.cat([xs, xs.flip(-1)], dim=0) if flip else xs
+        logits = model(views)
+        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        probs = logits.softmax(dim=1)
+        summed = probs[:batch] + probs[batch:].flip(-1) if flip else probs
+        total = summed if total is None else total + summed
+        count += 2 if flip else 1
+    return (total / count).float().cpu().numpy()
+
+
 def predict(
     model: nn.Module,
     image: np.ndarray,
@@ -45,28 +87,7 @@ def predict(
     flip: bool = False,
 ) -> np.ndarray:
     """Class probabilities float32 [C, H, W] of one RGB uint8 image (model in eval mode)."""
-    check_scales(scales)
-    device = next(model.parameters()).device
-    x = _normalised(image, mean, std, device)
-    height, width = image.shape[:2]
-    total: torch.Tensor | None = None
-    count = 0
-    for scale in scales:
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        xs = x
-        if size != (height, width):
-            shrink = size[0] < height or size[1] < width
-            xs = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
-        views = [xs, xs.flip(-1)] if flip else [xs]
-        logits = model(torch.cat(views, dim=0))
-        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-        probs = logits.softmax(dim=1)
-        if flip:
-            probs = torch.stack([probs[0], probs[1].flip(-1)])
-        summed = probs.sum(dim=0)
-        total = summed if total is None else total + summed
-        count += probs.shape[0]
-    return (total / count).float().cpu().numpy()
+    return predict_batch(model, [image], mean, std, scales, flip)[0]
 
 
 def predict_dataset(

@@ -18,6 +18,7 @@ from wsss_core.report.figures import (
     SAMPLE_COLUMNS,
     figure_grid,
     heat_overlay,
+    mask_overlay,
     mask_rgb,
     relevance_heat,
     runtime_chart,
@@ -53,6 +54,18 @@ def test_heat_overlay_blends_jet_colours():
     assert out[0, 1].tolist() == [114, 50, 50]
     with pytest.raises(ValueError, match="differ"):
         heat_overlay(image, np.zeros((2, 2)))
+
+
+def test_mask_overlay_colours_the_classes_only():
+    image = np.full((1, 3, 3), 100, dtype=np.uint8)
+    mask = np.array([[0, 1, 255]], dtype=np.uint8)
+    out = mask_overlay(image, mask, weight=0.5)
+    assert out.dtype == np.uint8
+    assert out[0, 0].tolist() == [100, 100, 100]  # background: the image
+    assert out[0, 1].tolist() == [114, 50, 50]  # (100 + VOC colour (128, 0, 0)) / 2
+    assert out[0, 2].tolist() == [100, 100, 100]  # ignored: the image
+    with pytest.raises(ValueError, match="differ"):
+        mask_overlay(image, np.zeros((2, 2), np.uint8))
 
 
 def test_relevance_heat_is_the_max_over_classes():

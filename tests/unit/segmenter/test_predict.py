@@ -15,7 +15,7 @@ from wsss_core.data.layout import read_split
 from wsss_core.data.palette import load_mask
 from wsss_core.data.synthetic import generate_dataset
 from wsss_core.segmenter.model import build_segmenter, save_segmenter
-from wsss_core.segmenter.predict import predict, predict_dataset
+from wsss_core.segmenter.predict import predict, predict_batch, predict_dataset
 
 torch.set_num_threads(1)
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.5)
@@ -102,6 +102,22 @@ def test_flat_image_gives_the_same_answer_at_every_scale():
         predict(model, image, MEAN, STD),
         atol=1e-6,
     )
+
+
+def test_a_batch_gives_each_image_what_predict_gives_it():
+    model = _conv_model(3, seed=4)
+    images = [_image(11, 14, seed=i) for i in range(3)]
+    for scales, flip in (((1.0,), False), ((1.0, 0.5, 1.5), True)):
+        batch = predict_batch(model, images, MEAN, STD, scales, flip)
+        assert batch.shape == (3, 4, 11, 14) and batch.dtype == np.float32
+        for probs, image in zip(batch, images, strict=True):
+            np.testing.assert_allclose(
+                probs, predict(model, image, MEAN, STD, scales, flip), atol=1e-6
+            )
+    with pytest.raises(ValueError, match="differ in size"):
+        predict_batch(model, [_image(11, 14), _image(12, 14)], MEAN, STD)
+    with pytest.raises(ValueError, match="no images"):
+        predict_batch(model, [], MEAN, STD)
 
 
 def test_bad_scales_are_refused():
