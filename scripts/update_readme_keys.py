@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 from update_readme_table import replace_block  # scripts/ is this script's sys.path[0]
 
+from wsss_core.config import resolve
+
 REPO = Path(__file__).resolve().parents[1]
 BLOCK = "config-keys"
 HEADER = [
@@ -24,17 +26,6 @@ HEADER = [
 ]
 LONG_LIST = 6  # longer lists are shortened to their first two and last items
 CODE_WORD = re.compile(r"[^\s(),;]*[_/<][^\s(),;]*")
-
-
-def resolve(node: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
-    """``node``, or the definition of ``schema`` that its ``$ref`` names (as
-    wsss_core.config.resolve; this script reads the schema of the checkout it lies in)."""
-    ref = node.get("$ref")
-    if ref is None:
-        return node
-    for part in ref.removeprefix("#/").split("/"):
-        schema = schema[part]
-    return schema
 
 
 def scalar(value: Any) -> str:

@@ -18,7 +18,6 @@ from tqdm import tqdm
 
 from wsss_core.cams.store import CamReader
 from wsss_core.cli import add_options, config_json, script_main
-from wsss_core.data.layout import load_image
 from wsss_core.data.palette import save_mask
 from wsss_core.seeds.crf import parse_crf_json
 from wsss_core.seeds.labels import crf_seeds
@@ -55,13 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             params,
         )
         for image_id in tqdm(ids, desc="crf seeds"):
-            maps, classes = reader.upsampled(image_id)
-            image = load_image(args.data_root, image_id)
-            if image.shape[:2] != maps.shape[1:]:
-                raise ValueError(
-                    f"{args.store}: maps of '{image_id}' are {maps.shape[1:]} but the image is "
-                    f"{image.shape[:2]}; the store was made from other images: re-run extract_cams"
-                )
+            maps, classes, image = reader.with_image(image_id, args.data_root)
             seeds = crf_seeds(image, maps, classes, args.alpha_low, args.alpha_high, params)
             save_mask(out_dir / f"{image_id}.png", seeds)
     log.info("wrote %d seed masks to %s", len(ids), out_dir)

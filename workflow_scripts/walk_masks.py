@@ -23,7 +23,6 @@ from tqdm import tqdm
 from wsss_core.affinity.net import image_features, load_affinity_net
 from wsss_core.cams.store import CamReader
 from wsss_core.cli import add_options, config_json, script_main
-from wsss_core.data.layout import load_image
 from wsss_core.data.palette import save_mask
 from wsss_core.runtime import select_device, set_threads
 from wsss_core.seeds.crf import CRFParams, dense_crf, parse_crf_json
@@ -84,13 +83,7 @@ def run(args: argparse.Namespace) -> int:
             args.radius, params, device,
         )  # fmt: skip
         for image_id in tqdm(ids, desc="random walk", mininterval=10.0):
-            maps, classes = reader.upsampled(image_id)
-            image = load_image(args.data_root, image_id)
-            if image.shape[:2] != maps.shape[1:]:
-                raise ValueError(
-                    f"{args.store}: maps of '{image_id}' are {maps.shape[1:]} but the image is "
-                    f"{image.shape[:2]}; the store was made from other images: re-run extract_cams"
-                )
+            maps, classes, image = reader.with_image(image_id, args.data_root)
             features = image_features(net, image, info, device)
             with torch.no_grad():
                 scores = walk_maps(

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from wsss_core.config import resolve
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
 import update_readme_keys  # noqa: E402  (scripts/ is no package)
@@ -34,16 +36,6 @@ def schema_keys(node: dict, schema: dict, prefix: str = "") -> set[str]:
     if isinstance(extra, dict):
         keys |= schema_keys(resolve(extra, schema), schema, f"{prefix}<rule>.")
     return keys
-
-
-def resolve(node: dict, schema: dict) -> dict:
-    """``node``, or the definition of ``schema`` that its ``$ref`` names."""
-    ref = node.get("$ref")
-    if ref is None:
-        return node
-    for part in ref.removeprefix("#/").split("/"):
-        schema = schema[part]
-    return schema
 
 
 def expand(cell: str) -> set[str]:

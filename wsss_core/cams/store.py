@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss_core.cli import UserError
+from wsss_core.data.layout import load_image
 from wsss_core.io import atomic_path
 
 FORMAT = "wsss-cam-store"
@@ -249,3 +250,17 @@ class CamReader:
         """Maps [K, H, W] float32 in [0, 1] at the image size, max-normalised per class."""
         record = self.raw(image_id)
         return upsample_normalise(record.maps, record.image_size), record.classes
+
+    def with_image(
+        self, image_id: str, data_root: str | Path
+    ) -> tuple[np.ndarray, list[int], np.ndarray]:
+        """The upsampled maps, their classes and the image [H, W, 3] uint8 they were made from;
+        a store made from other images (another size) is an error that says to re-extract."""
+        maps, classes = self.upsampled(image_id)
+        image = load_image(data_root, image_id)
+        if image.shape[:2] != maps.shape[1:]:
+            raise ValueError(
+                f"{self.path}: maps of '{image_id}' are {maps.shape[1:]} but the image is "
+                f"{image.shape[:2]}; the store was made from other images: re-run extract_cams"
+            )
+        return maps, classes, image
