@@ -377,7 +377,7 @@ def test_chefer_rules_conserve_relevance_down_to_the_tokens(make, size):
     trace = forward_trace(model, images(2, size))
     pairs = make_pairs([[0, 1], [2]], model.num_classes, "cpu")
     with torch.no_grad():
-        rel = relevance_backward(model, trace, pairs, 0, "chefer", need_input=True)
+        rel = pairs.select(relevance_backward(model, trace, pairs, 0, "chefer", need_input=True))
     torch.testing.assert_close(rel.sum(dim=(1, 2)), torch.ones(3, dtype=F64), rtol=1e-6, atol=0)
 
 
@@ -391,7 +391,7 @@ def test_full_lrp_reaches_the_pixels_of_a_plain_vit():
     trace = forward_trace(model, x)
     pairs = make_pairs(classes, model.num_classes, "cpu")
     with torch.no_grad():
-        rel = relevance_backward(model, trace, pairs, 0, "chefer", need_input=True)
+        rel = pairs.select(relevance_backward(model, trace, pairs, 0, "chefer", need_input=True))
         r_tokens, _ = add_relprop(rel, trace.tokens, trace.pos, pairs.image)
     pixel_sums = torch.cat([m.sum(dim=(1, 2)) for m in maps])
     torch.testing.assert_close(pixel_sums, r_tokens[:, 1:].sum(dim=(1, 2)), rtol=1e-6, atol=0)
