@@ -445,8 +445,8 @@ def test_bad_inputs_raise():
         explain(model, x, [[4]])
     with pytest.raises(ValueError, match="class lists"):
         explain(model, x, [[0], [1]])
-    with pytest.raises(ValueError, match="layer scale"):
-        explain(plain_vit(init_values=0.1), x, [[0]])
+    with pytest.raises(ValueError, match="qk-norm"):
+        explain(plain_vit(qk_norm=True), x, [[0]])
     with pytest.raises(ValueError, match="unknown LRP variant"):
         explain(model, x, [[0]], "full_lrp", variant="zplus")
 
