@@ -68,6 +68,11 @@ from wsss_core.cams.trace import (
 # leave out the prefix tokens (CLS and registers), which every roll-out keeps.
 
 
+def _dtype(model) -> torch.dtype:
+    """The dtype the maps are computed in: the model's (also under autocast)."""
+    return model.head.weight.dtype
+
+
 def _cls_row_rollout(matrices_top_down: Sequence[Tensor]) -> Tensor:
     """CLS row of ``A_top @ ... @ A_bottom`` for [B, N, N] matrices given top block first."""
     row = matrices_top_down[0][:, 0, :]
@@ -91,7 +96,8 @@ def _transformer_attribution(model, trace, pairs, start_layer, variant) -> Tenso
         rows = r_attn.shape[-2]
         block, grad = next(grads)
         assert block == i
-        weights = grad[..., :rows, :].mul(r_attn).clamp_(min=0).mean(dim=2)
+        grad = grad[..., :rows, :].to(r_attn.dtype)
+        weights = grad.mul(r_attn).clamp_(min=0).mean(dim=2)
         if "row" not in state:  # CLS row of (E + I) for the last block
             row = weights[..., 0, :].clone()
             row[..., 0] += 1
@@ -108,7 +114,8 @@ def _rollout(model, trace, pairs, start_layer, variant) -> Tensor:
     """Per image: CLS row of the roll-out of row-normalised (head-mean attention + I)."""
     matrices = []
     for t in reversed(trace.blocks[start_layer:]):
-        heads_mean = t.attn.sum(dim=1) / t.attn.shape[1]
+        attn = t.attn.to(_dtype(model))
+        heads_mean = attn.sum(dim=1) / attn.shape[1]
         eye = torch.eye(heads_mean.shape[-1], dtype=heads_mean.dtype, device=heads_mean.device)
         augmented = heads_mean + eye
         matrices.append(augmented / augmented.sum(dim=-1, keepdim=True))
@@ -117,7 +124,8 @@ def _rollout(model, trace, pairs, start_layer, variant) -> Tensor:
 
 def _attn_last_layer(model, trace, pairs, start_layer, variant) -> Tensor:
     """Per image: head-mean CLS row of the last block's attention."""
-    return trace.blocks[-1].attn.clamp(min=0).mean(dim=1)[:, 0, trace.prefix :]
+    attn = trace.blocks[-1].attn.to(_dtype(model))
+    return attn.clamp(min=0).mean(dim=1)[:, 0, trace.prefix :]
 
 
 def _attn_gradcam(model, trace, pairs, start_layer, variant) -> Tensor:
@@ -125,8 +133,8 @@ def _attn_gradcam(model, trace, pairs, start_layer, variant) -> Tensor:
     the patch columns)."""
     last = len(model.blocks) - 1
     (_, grad), *_ = attention_gradients(trace, [last], pairs)
-    grad = grad[..., 0, trace.prefix :]
-    cam = trace.blocks[-1].attn[:, None, :, 0, trace.prefix :]  # [B, 1, heads, L]
+    grad = grad[..., 0, trace.prefix :].to(_dtype(model))
+    cam = trace.blocks[-1].attn[:, None, :, 0, trace.prefix :].to(_dtype(model))  # [B,1,h,L]
     weights = grad.mean(dim=-1, keepdim=True)  # [B, K, heads, 1]
     return pairs.select((cam * weights).mean(dim=2).clamp(min=0))
 
@@ -148,7 +156,8 @@ def _full_lrp(model, trace, pairs, start_layer, variant) -> Tensor:
     """
     with torch.no_grad():
         relevance = relevance_backward(model, trace, pairs, 0, variant, need_input=True)
-        tokens, pos = trace.tokens.unsqueeze(1), trace.pos.unsqueeze(1)
+        dtype = _dtype(model)
+        tokens, pos = trace.tokens.unsqueeze(1).to(dtype), trace.pos.unsqueeze(1).to(dtype)
         r_tokens, _ = add_relprop(relevance, tokens, pos, None, variant, pair_dims=2)
         r_patches = pairs.select(r_tokens[:, :, trace.prefix :])  # [P, L, D]
         h, w = trace.grid
@@ -157,7 +166,13 @@ def _full_lrp(model, trace, pairs, start_layer, variant) -> Tensor:
         proj = model.patch_embed.proj
         r_grid = r_patches.reshape(-1, h, w, r_patches.shape[-1]).permute(0, 3, 1, 2)
         r_pixels = conv_input_relprop(
-            r_grid, trace.image, proj.weight, pairs.image, proj.stride, proj.padding, proj.dilation
+            r_grid,
+            trace.image.to(dtype),
+            proj.weight,
+            pairs.image,
+            proj.stride,
+            proj.padding,
+            proj.dilation,
         )
         height, width = trace.image_size
         return r_pixels.sum(dim=1)[:, :height, :width]
@@ -171,13 +186,13 @@ def _gae(model, trace, pairs, start_layer, variant) -> Tensor:
     the last block as ``row <- row + row @ E_i``: N^2 per block instead of N^3.
     """
     blocks = range(start_layer, len(model.blocks))
-    n = trace.blocks[0].attn.shape[-1]
-    row = trace.logits.new_zeros(len(pairs.counts), pairs.width, n)
+    n, dtype = trace.blocks[0].attn.shape[-1], _dtype(model)
+    row = trace.logits.new_zeros(len(pairs.counts), pairs.width, n, dtype=dtype)
     row[..., 0] = 1  # CLS row of the identity
     for i, grad in attention_gradients(trace, blocks, pairs):  # top block first
         with torch.no_grad():
-            attn = trace.blocks[i].attn.unsqueeze(1)
-            weights = grad.mul(attn).clamp_(min=0).mean(dim=2)  # [B, K, N, N]
+            attn = trace.blocks[i].attn.unsqueeze(1).to(dtype)
+            weights = grad.to(dtype).mul(attn).clamp_(min=0).mean(dim=2)  # [B, K, N, N]
             row = row + (row.unsqueeze(-2) @ weights).squeeze(-2)
     return pairs.select(row[..., trace.prefix :])
 

@@ -57,6 +57,12 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
+def _full_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast off: under autocast only the forward pass (and so its backward) runs in the
+    lower precision; the methods compute in the model's dtype."""
+    return torch.autocast(device.type, enabled=False)
+
+
 def explain(
     model: VisionTransformer,
     images: Tensor,
@@ -75,7 +81,9 @@ def explain(
     matters for ``transformer_attribution``, ``rollout`` and ``gae``; ``variant`` picks
     the LRP rules (``"chefer"``: layers_ours, ``"original"``: layers_lrp; see
     ``wsss_core.cams.lrp``). Computation runs in the model's dtype (float32 or float64) on
-    its device; the maps are detached tensors there.
+    its device; the maps are detached tensors there. Called under ``torch.autocast``, the
+    forward pass and the attention gradients run in the autocast dtype (float16 gradients
+    scaled against underflow), the relevance walk and the maps in the model's dtype.
     """
     spec = method_named(method)
     check_supported(model)
@@ -97,7 +105,8 @@ def explain(
         if spec.class_agnostic:  # one map per image, taken for each of its classes
             with torch.no_grad():
                 trace = forward_trace(model, images)
-                per_image = spec.compute(model, trace, pairs, start_layer, variant)
+                with _full_precision(param.device):
+                    per_image = spec.compute(model, trace, pairs, start_layer, variant)
             maps = per_image.index_select(0, pairs.image)
             maps = maps.detach().reshape((maps.shape[0],) + grid)
             return list(maps.split(pairs.counts, dim=0))
@@ -111,7 +120,8 @@ def explain(
             batch = images if len(members) == len(classes) else images[members]
             group_pairs = make_pairs(group, model.num_classes, param.device)
             trace = forward_trace(model, batch, grad_from)
-            maps = spec.compute(model, trace, group_pairs, start_layer, variant)
+            with _full_precision(param.device):
+                maps = spec.compute(model, trace, group_pairs, start_layer, variant)
             del trace
             maps = maps.detach().reshape((len(members), count) + grid)
             for b, m in zip(members, maps, strict=True):

@@ -25,7 +25,7 @@ layer (``s W`` and ``s |W|``, 2), plus the shared forward and denominators (1.5 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from timm.layers import HybridEmbed, PatchEmbed
@@ -256,6 +256,10 @@ def attention_gradients(
     if not block_ids:
         return
     seeds = pairs.seeds(trace.logits.shape[1], trace.logits).transpose(0, 1)  # [K, B, C]
+    # under float16 autocast the gradients are scaled up on the way (as a loss scaler
+    # does) so that they do not underflow, and scaled back in float32
+    scale = 2.0**12 if trace.logits.dtype == torch.float16 else 1.0
+    seeds = seeds * scale
     batched = seeds.shape[0] > 1
 
     def grad(outputs: Tensor, inputs: list[Tensor], grad_outputs: Tensor) -> tuple:
@@ -265,7 +269,8 @@ def attention_gradients(
         )  # fmt: skip
 
     def per_pair(g: Tensor) -> Tensor:
-        return g.transpose(0, 1) if batched else g.unsqueeze(1)
+        g = g.transpose(0, 1) if batched else g.unsqueeze(1)
+        return g if scale == 1.0 else g.float() / scale
 
     wanted, lowest = set(block_ids), min(block_ids)
     (g_out,) = grad(trace.logits, [trace.blocks[-1].out], seeds)
@@ -279,6 +284,14 @@ def attention_gradients(
             g_out = grads[1] if batched else grads[1].unsqueeze(0)
         if i in wanted:
             yield i, per_pair(grads[0])
+
+
+def _cast_block(t: BlockTrace, dtype: torch.dtype) -> BlockTrace:
+    """The block's tensors in ``dtype`` (a forward pass under autocast recorded some in a
+    lower precision; the relevance walk runs in the model's own)."""
+    if all(getattr(t, f.name).dtype == dtype for f in fields(BlockTrace)):
+        return t
+    return BlockTrace(**{f.name: getattr(t, f.name).to(dtype) for f in fields(BlockTrace)})
 
 
 def _per_image(x: Tensor) -> Tensor:
@@ -315,6 +328,10 @@ def _block_relprop(
     branch points share their inverses.
     """
     attn_mod, mlp = blk.attn, blk.mlp
+    # outputs recorded in a lower precision (autocast) are no denominators: x W^T then
+    # differs from the recorded output by more than the denominator may be small
+    exact = t.x.dtype == relevance.dtype
+    t = _cast_block(t, relevance.dtype)
     batch, width, rows, _ = relevance.shape
     n = t.x.shape[1]
     heads, head_dim = attn_mod.num_heads, attn_mod.head_dim
@@ -324,7 +341,8 @@ def _block_relprop(
         return _per_image(x[:, first])
 
     def linear(r: Tensor, x: Tensor, layer: nn.Linear, y: Tensor) -> Tensor:
-        return linear_relprop(r, img(x), layer.weight, None, variant, img(_bias_free(y, layer)))
+        out = img(_bias_free(y, layer)) if exact else None
+        return linear_relprop(r, img(x), layer.weight, None, variant, out)
 
     inv_mid = safe_inverse(t.x_mid[:, first])
     # MLP half: out = x_mid + m_out, x_mid branches into the residual and norm2
@@ -367,10 +385,8 @@ def _block_relprop(
     r_qkv[:, :, :, 2] = r_v.permute(0, 3, 2, 1, 4)
     del r_q, r_k, r_v
     r_qkv = r_qkv.reshape(batch, width, n, 3 * heads * head_dim)
-    r_h1 = linear_relprop(
-        r_qkv, _per_image(t.h1), attn_mod.qkv.weight, None, variant,
-        _per_image(_bias_free(t.qkv, attn_mod.qkv)),
-    )  # fmt: skip
+    out = _per_image(_bias_free(t.qkv, attn_mod.qkv)) if exact else None
+    r_h1 = linear_relprop(r_qkv, _per_image(t.h1), attn_mod.qkv.weight, None, variant, out)
     del r_qkv
     # clone_relprop(r_x, r_h1, x) in place; r_x holds relevance in the first T tokens only
     inv_x = safe_inverse(t.x)
@@ -398,16 +414,22 @@ def relevance_backward(
 
     The head reads the CLS token through ``fc_norm`` and the final ``norm`` (relevance
     passes both unchanged, as the reference's LayerNorm).
+
+    The walk runs in the model's dtype with autocast off: a forward pass recorded under
+    autocast is taken in full precision here (relevance, a sum of 1 over every token and
+    channel, would underflow in float16, and the rules' ratios lose too much in bfloat16).
     """
-    with torch.no_grad():
-        head = model.head
-        seed = pairs.seeds(trace.logits.shape[1], trace.logits)  # [B, K, C]
-        r_head = linear_relprop(
-            seed, _per_image(trace.head_in), head.weight, None, variant,
-            _per_image(_bias_free(trace.logits, head)),
-        )  # fmt: skip
-        relevance = select_relprop(r_head, _per_image(trace.final[:, 0]), None).unsqueeze(2)
-        inv_out = safe_inverse(trace.blocks[-1].out[:, :1])
+    head = model.head
+    dtype = head.weight.dtype
+    with torch.no_grad(), torch.autocast(head.weight.device.type, enabled=False):
+        seed = pairs.seeds(trace.logits.shape[1], head.weight)  # [B, K, C]
+        exact = trace.logits.dtype == dtype  # else see _block_relprop
+        out = _per_image(_bias_free(trace.logits, head)) if exact else None
+        head_in = _per_image(trace.head_in.to(dtype))
+        r_head = linear_relprop(seed, head_in, head.weight, None, variant, out)
+        final_cls = _per_image(trace.final[:, 0].to(dtype))
+        relevance = select_relprop(r_head, final_cls, None).unsqueeze(2)
+        inv_out = safe_inverse(trace.blocks[-1].out[:, :1].to(dtype))
         for i in range(len(model.blocks) - 1, down_to - 1, -1):
             below = i > down_to or need_input
             relevance, r_attn, inv_out = _block_relprop(

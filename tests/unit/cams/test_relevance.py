@@ -455,3 +455,22 @@ def test_images_without_classes_give_empty_maps():
     model = plain_vit()
     maps = explain(model, images(2, 16), [[], []], "full_lrp")
     assert [tuple(m.shape) for m in maps] == [(0, 16, 16), (0, 16, 16)]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_runs_the_forward_low_and_the_maps_in_the_model_dtype(dtype):
+    """Under autocast the forward pass and the gradients run in the low precision (float16
+    gradients scaled against underflow), the relevance walk in the model's float32: every
+    map is finite float32, and the maps of the methods that need no LRP stay near fp32's."""
+    model = plain_vit().float()
+    x = images(2, 16).float()
+    classes = [[0, 2], [1]]
+    for method in METHODS:
+        expected = explain(model, x, classes, method)
+        with torch.autocast("cpu", dtype=dtype):
+            got = explain(model, x, classes, method)
+        for g, e in zip(got, expected, strict=True):
+            assert g.dtype == torch.float32 and torch.isfinite(g).all()
+            if method in ("rollout", "attn_last_layer", "gae"):
+                scale = e.abs().max().item()
+                torch.testing.assert_close(g, e, rtol=0, atol=0.05 * scale)

@@ -1,5 +1,6 @@
-"""The relevance bench's baseline (bench/reference_lrp.py, a port of the reference's ViT_LRP
-transformer attribution run one (image, class) at a time) gives our maps, and the bench runs."""
+"""The benches: the CPU bench's baseline (bench/reference_lrp.py, a port of the reference's
+ViT_LRP transformer attribution run one (image, class) at a time) gives our maps and the
+bench runs; the GPU bench refuses to run without CUDA and runs tiny on the CPU."""
 
 from __future__ import annotations
 
@@ -50,3 +51,23 @@ def test_bench_runs_and_reports_the_ratio(capsys):
     assert "speed-up ours / reference" in out
     deviation = float(out.split("each map's max): ")[1].split()[0])
     assert deviation < 1e-3
+
+
+def test_gpu_bench_says_no_cuda_device_and_exits_cleanly(monkeypatch, capsys):
+    bench = _load("bench_relevance_gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bench.main([]) == 0
+    assert "no CUDA device" in capsys.readouterr().out
+
+
+def test_gpu_bench_tiny_smoke_run_on_the_cpu(capsys):
+    """The preset's scales and flip on a tiny ViT: every mode runs, autocast maps are finite
+    and compared with fp32."""
+    bench = _load("bench_relevance_gpu")
+    args = ["--device", "cpu", "--tiny", "--images", "2", "--batch", "1", "--repeats", "1"]
+    assert bench.main(args) == 0
+    out = capsys.readouterr().out
+    assert "scales [1.0, 0.5, 1.5, 2.0], flip True" in out
+    for mode in ("fp32", "bf16", "fp16"):
+        assert f"\n{mode} " in out
+    assert out.count("non-finite maps 0") == 2
