@@ -46,9 +46,9 @@ def safe_inverse(b: Tensor) -> Tensor:
     becomes ``eps``.) ``a * safe_inverse(b)`` is the reference's ``safe_divide(a, b)`` up to
     the rounding of one multiplication.
     """
-    den = b + EPS
-    den = torch.where(den == 0, EPS, den)
-    return torch.where(b == 0, 0.0, den.reciprocal())
+    # (b != 0) / (b + eps); the one infinity, 1/0 where b == -eps, becomes 1/eps; NaN stays
+    inv = b.ne(0).to(b.dtype).div_(b + EPS)
+    return inv.nan_to_num_(nan=float("nan"), posinf=1 / EPS, neginf=-float("inf"))
 
 
 def safe_divide(a: Tensor, b: Tensor) -> Tensor:
