@@ -47,6 +47,7 @@ dag: install
 bench: install
 	$(PY) bench/bench_relevance.py
 	$(PY) bench/bench_random_walk.py
+	$(PY) bench/bench_relevance_gpu.py
 
 clean:
 	rm -rf results/$(RUN) .snakemake

@@ -1,15 +1,24 @@
-"""Speed and peak memory of batched relevance maps against a one-class-at-a-time loop.
+"""Speed of our transformer attribution against the reference algorithm, measured in one run.
 
-ViT-S/16 at 224 px (``timm.create_model("vit_small_patch16_224", pretrained=False)``,
-random weights: speed does not depend on them), 3 classes per image. "batched" is one
-``explain`` call for the whole batch (shared forward, all classes in one backward and one
-relevance pass); "loop" calls the same ``explain`` once per (image, class) pair. Both are
-timed in this run and the ratio printed. Peak memory: CUDA max allocated when on a GPU,
-else the peak resident set size of a fresh subprocess per variant, and ("extra") that peak
-minus the resident size once the model and images are in memory.
+ViT-B/16 at 224 px (``timm.create_model("vit_base_patch16_224", pretrained=False)``, random
+weights: speed does not depend on them), 3 classes per image, ``start_layer`` 1 (the paper's
+evaluation). "ours" is one ``explain(model, images, classes, "transformer_attribution")``
+call for the whole batch; "reference" is ``bench/reference_lrp.py``, a plain port of
+hila-chefer/Transformer-Explainability's ``ViT_LRP`` + ``layers_ours`` run as the reference
+runs: one forward, one backward and one relevance pass per (image, class), in a loop, on the
+same weights in this process. Both are timed in this run, in turns (best of ``--repeats``
+each, after a warm-up), so that both see the same machine load, and the ratio of maps per
+second is printed with the largest deviation of our maps from the reference's relative to
+each reference map's maximum, and the load average before and after. Peak memory: CUDA
+max allocated on a GPU, else the peak resident set size of a fresh subprocess per variant
+and ("extra") that peak minus the resident size once the model and images are in memory.
 
-    .venv/bin/python bench/bench_relevance.py [--images 2] [--repeats 2] [--device auto]
-        [--threads 1] [--methods transformer_attribution full_lrp ...]
+The ratio depends on the machine: both sides are mostly matrix products, and where those
+run at full speed it is about the ratio of their work (see README, Benchmarks); on a
+loaded machine the reference's many small operations cost it more.
+
+    .venv/bin/python bench/bench_relevance.py [--images 2] [--repeats 2] [--threads 2]
+        [--device cpu] [--model vit_base_patch16_224] [--size 224] [--no-memory]
 """
 
 from __future__ import annotations
@@ -17,37 +26,52 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import resource
+import sys
 import time
+from pathlib import Path
 
 import timm
 import torch
 
-from wsss_core.cams.methods import METHODS
-from wsss_core.cams.relevance import explain
-from wsss_core.runtime import select_device, set_threads
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # this checkout's wsss_core; reference_lrp
+
+from reference_lrp import ReferenceViT  # noqa: E402
+
+from wsss_core.cams.relevance import explain  # noqa: E402
+from wsss_core.runtime import select_device, set_threads  # noqa: E402
 
 CLASSES = (3, 7, 11)
+METHOD = "transformer_attribution"
+START_LAYER = 1
 
 
 def _setup(args: dict) -> tuple[torch.nn.Module, torch.Tensor, list[list[int]]]:
     set_threads(args["threads"])
     torch.manual_seed(0)
     device = select_device(args["device"])
-    model = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=20)
+    model = timm.create_model(
+        args["model"], pretrained=False, num_classes=20, img_size=args["size"]
+    )
     model = model.to(device).eval()
-    images = torch.randn(args["images"], 3, 224, 224, device=device)
+    images = torch.randn(args["images"], 3, args["size"], args["size"], device=device)
     classes = [list(CLASSES) for _ in range(args["images"])]
     return model, images, classes
 
 
-def _run(model, images, classes, method: str, mode: str) -> None:
-    if mode == "batched":
-        explain(model, images, classes, method)
-    else:
-        for b, class_list in enumerate(classes):
-            for c in class_list:
-                explain(model, images[b : b + 1], [[c]], method)
+def run(model, images, classes, mode: str, reference: ReferenceViT | None = None) -> torch.Tensor:
+    """All maps of the batch, pair by pair [P, L]: ours in one call, or the reference loop."""
+    if mode == "ours":
+        maps = explain(model, images, classes, METHOD, START_LAYER)
+        return torch.cat([m.flatten(1) for m in maps])
+    reference = reference or ReferenceViT(model)
+    maps = []
+    for b, class_list in enumerate(classes):
+        for c in class_list:
+            maps.append(reference.transformer_attribution(images[b : b + 1], c, START_LAYER))
+    return torch.cat(maps)
 
 
 def _sync(device: torch.device) -> None:
@@ -62,81 +86,126 @@ def _current_rss_mb() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
-def measure(args: dict, method: str, mode: str) -> dict:
-    """Seconds per repeat (best of ``repeats``, after one warm-up) and peak memory."""
+def _peak_rss_mb() -> float:
+    """Peak resident set size of this process image (Linux ``VmHWM``), in MiB. (Unlike
+    ``getrusage``'s ``ru_maxrss`` it does not carry the parent's peak over a spawn.)"""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def time_both(args: dict) -> dict:
+    """Seconds per batch of ours and of the reference loop, timed in turns in this process
+    (best of ``repeats`` each, after a warm-up), so that both see the same machine load;
+    and the maps of both."""
     model, images, classes = _setup(args)
+    reference = ReferenceViT(model)
     device = images.device
-    base_mb = torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    if base_mb is None:
-        base_mb = _current_rss_mb()
-    _run(model, images, classes, method, mode)  # warm-up
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    best = float("inf")
+    maps = {"ours": run(model, images, classes, "ours")}  # warm-up
+    reference.transformer_attribution(images[:1], classes[0][0], START_LAYER)  # warm-up
+    best = {"ours": float("inf"), "reference": float("inf")}
     for _ in range(args["repeats"]):
-        _sync(device)
-        start = time.perf_counter()
-        _run(model, images, classes, method, mode)
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
+        for mode in ("ours", "reference"):
+            _sync(device)
+            start = time.perf_counter()
+            maps[mode] = run(model, images, classes, mode, reference)
+            _sync(device)
+            best[mode] = min(best[mode], time.perf_counter() - start)
+    return {mode: {"seconds": best[mode], "maps": maps[mode]} for mode in best}
+
+
+def peak_memory(args: dict, mode: str) -> dict:
+    """Peak memory of one batch of ``mode``: CUDA max allocated, else the peak RSS of this
+    (fresh) process and that peak less the resident size before the batch."""
+    model, images, classes = _setup(args)
+    reference = ReferenceViT(model) if mode == "reference" else None
+    device = images.device
+    if device.type == "cuda":
+        base_mb = torch.cuda.memory_allocated(device) / 2**20
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        base_mb = _current_rss_mb()
+    run(model, images, classes, mode, reference)
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
     else:
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    maps = sum(len(c) for c in classes)
-    return {
-        "seconds": best,
-        "maps_per_s": maps / best,
-        "peak_mb": peak_mb,
-        "extra_mb": peak_mb - base_mb,
-    }
+        peak_mb = _peak_rss_mb()
+    return {"peak_mb": peak_mb, "extra_mb": peak_mb - base_mb}
 
 
-def _child(args: dict, method: str, mode: str, queue) -> None:
-    queue.put(measure(args, method, mode))
+def _child(args: dict, mode: str, queue) -> None:
+    queue.put(peak_memory(args, mode))
 
 
-def measure_isolated(args: dict, method: str, mode: str) -> dict:
-    """``measure`` in a fresh process, so that each peak RSS is its own."""
+def peak_memory_isolated(args: dict, mode: str) -> dict:
+    """``peak_memory`` in a fresh process, so that each peak RSS is its own."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(args, method, mode, queue))
+    proc = ctx.Process(target=_child, args=(args, mode, queue))
     proc.start()
     result = queue.get()
     proc.join()
     return result
 
 
+def max_relative_deviation(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    """max over maps of max |ours - reference| / max |reference| (per map)."""
+    ours, reference = ours.double().cpu(), reference.double().cpu()
+    scale = reference.abs().amax(dim=1).clamp(min=torch.finfo(reference.dtype).tiny)
+    return float(((ours - reference).abs().amax(dim=1) / scale).max())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", default="vit_base_patch16_224")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument(
+        "--no-memory", dest="memory", action="store_false", help="skip the peak-memory runs"
+    )
     args = vars(parser.parse_args(argv))
     device = select_device(args["device"])
     print(
-        f"ViT-S/16 224px, {args['images']} images x {len(CLASSES)} classes, device {device}, "
-        f"threads {args['threads']}"
+        f"{args['model']} {args['size']}px, {args['images']} images x {len(CLASSES)} classes, "
+        f"{METHOD} (start_layer {START_LAYER}), device {device}, threads {args['threads']}",
+        flush=True,
     )
-    header = f"{'method':<25}{'batched maps/s':>16}{'loop maps/s':>14}{'speed-up':>10}"
-    header += f"{'peak MB b/l':>14}{'extra MB b/l':>14}"
+    load_before = os.getloadavg()[0]
+    timed = time_both(args)
+    load_after = os.getloadavg()[0]
+    ours, reference = timed["ours"], timed["reference"]
+    maps = args["images"] * len(CLASSES)
+    for name, row in timed.items():
+        row["maps_per_s"] = maps / row["seconds"]
+        if args["memory"]:
+            memory = peak_memory if device.type == "cuda" else peak_memory_isolated
+            row.update(memory(args, name))
+    ratio = ours["maps_per_s"] / reference["maps_per_s"]
+    deviation = max_relative_deviation(ours["maps"], reference["maps"])
+    header = f"{'variant':<12}{'maps/s':>10}{'s/batch':>10}"
+    header += f"{'peak MB':>10}{'extra MB':>10}" if args["memory"] else ""
     print(header)
-    rows = []
-    for method in args["methods"]:
-        runner = measure if device.type == "cuda" else measure_isolated
-        batched = runner(args, method, "batched")
-        loop = runner(args, method, "loop")
-        ratio = batched["maps_per_s"] / loop["maps_per_s"]
-        print(
-            f"{method:<25}{batched['maps_per_s']:>16.2f}{loop['maps_per_s']:>14.2f}"
-            f"{ratio:>9.2f}x{batched['peak_mb']:>8.0f}/{loop['peak_mb']:<5.0f}"
-            f"{batched['extra_mb']:>8.0f}/{loop['extra_mb']:<5.0f}",
-            flush=True,
-        )
-        rows.append({"method": method, "batched": batched, "loop": loop, "speedup": ratio})
-    print(json.dumps(rows))
+    for name, row in timed.items():
+        line = f"{name:<12}{row['maps_per_s']:>10.3f}{row['seconds']:>10.2f}"
+        if args["memory"]:
+            line += f"{row['peak_mb']:>10.0f}{row['extra_mb']:>10.0f}"
+        print(line)
+    print(f"speed-up ours / reference: {ratio:.2f}x")
+    print(f"load average (1 min) before / after timing: {load_before:.1f} / {load_after:.1f}")
+    print(
+        "max deviation of our maps from the reference's (relative to each map's max): "
+        f"{deviation:.2e}"
+    )
+    summary = {k: v for k, v in args.items()}
+    for name, row in (("ours", ours), ("reference", reference)):
+        summary[name] = {k: v for k, v in row.items() if k != "maps"}
+    summary.update(speedup=ratio, max_relative_deviation=deviation, load=[load_before, load_after])
+    print(json.dumps(summary))
     return 0
 
 

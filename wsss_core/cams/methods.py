@@ -53,7 +53,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
-from wsss_core.cams.lrp import add_relprop, conv_input_relprop, take
+from wsss_core.cams.lrp import add_relprop, conv_input_relprop
 from wsss_core.cams.trace import (
     ForwardTrace,
     Pairs,
@@ -63,7 +63,14 @@ from wsss_core.cams.trace import (
 )
 
 # --------------------------------------------------------------------------------------
-# The methods: per-pair (or, class-agnostic, per-image) maps over the patch tokens [.., L]
+# The methods: per-pair (or, class-agnostic, per-image) maps over the patch tokens [.., L].
+# Per-pair work is laid out [B, K, ...] (``Pairs``); ``pairs.select`` gives [P, ...]. Maps
+# leave out the prefix tokens (CLS and registers), which every roll-out keeps.
+
+
+def _dtype(model) -> torch.dtype:
+    """The dtype the maps are computed in: the model's (also under autocast)."""
+    return model.head.weight.dtype
 
 
 def _cls_row_rollout(matrices_top_down: Sequence[Tensor]) -> Tensor:
@@ -75,48 +82,61 @@ def _cls_row_rollout(matrices_top_down: Sequence[Tensor]) -> Tensor:
 
 
 def _transformer_attribution(model, trace, pairs, start_layer, variant) -> Tensor:
-    """Per pair: CLS row of prod over blocks >= start_layer of (mean_h (grad x LRP)+ + I)."""
+    """Per pair: CLS row of prod over blocks >= start_layer of (mean_h (grad x LRP)+ + I).
+
+    Only the CLS row of the product is read, so it is rolled down from the last block as
+    ``row <- row + row @ E_i`` (N^2 per block, not N^3); the last block's E is needed in
+    its CLS row only, which is all the relevance walk gives there.
+    """
     depth = len(model.blocks)
-    grads = attention_gradients(trace, range(start_layer, depth), pairs)
+    grads = attention_gradients(trace, range(start_layer, depth), pairs)  # top block first
     state: dict[str, Tensor] = {}
 
-    def visit(i: int, r_attn: Tensor) -> None:
-        weights = (grads.pop(i) * r_attn).clamp(min=0).mean(dim=1)  # [P, N, N]
+    def visit(i: int, r_attn: Tensor) -> None:  # r_attn [B, K, heads, T, N]
+        rows = r_attn.shape[-2]
+        block, grad = next(grads)
+        assert block == i
+        grad = grad[..., :rows, :].to(r_attn.dtype)
+        weights = grad.mul(r_attn).clamp_(min=0).mean(dim=2)
         if "row" not in state:  # CLS row of (E + I) for the last block
-            row = weights[:, 0, :].clone()
-            row[:, 0] += 1
+            row = weights[..., 0, :].clone()
+            row[..., 0] += 1
         else:  # row @ (E + I)
-            row = state["row"] + (state["row"].unsqueeze(1) @ weights).squeeze(1)
+            row = state["row"] + (state["row"].unsqueeze(-2) @ weights).squeeze(-2)
         state["row"] = row
 
     with torch.no_grad():
         relevance_backward(model, trace, pairs, start_layer, variant, visit)
-    return state["row"][:, 1:]
+    return pairs.select(state["row"][..., trace.prefix :])
 
 
 def _rollout(model, trace, pairs, start_layer, variant) -> Tensor:
     """Per image: CLS row of the roll-out of row-normalised (head-mean attention + I)."""
     matrices = []
     for t in reversed(trace.blocks[start_layer:]):
-        heads_mean = t.attn.sum(dim=1) / t.attn.shape[1]
+        attn = t.attn.to(_dtype(model))
+        heads_mean = attn.sum(dim=1) / attn.shape[1]
         eye = torch.eye(heads_mean.shape[-1], dtype=heads_mean.dtype, device=heads_mean.device)
         augmented = heads_mean + eye
         matrices.append(augmented / augmented.sum(dim=-1, keepdim=True))
-    return _cls_row_rollout(matrices)[:, 1:]
+    return _cls_row_rollout(matrices)[:, trace.prefix :]
 
 
 def _attn_last_layer(model, trace, pairs, start_layer, variant) -> Tensor:
     """Per image: head-mean CLS row of the last block's attention."""
-    return trace.blocks[-1].attn.clamp(min=0).mean(dim=1)[:, 0, 1:]
+    attn = trace.blocks[-1].attn.to(_dtype(model))
+    return attn.clamp(min=0).mean(dim=1)[:, 0, trace.prefix :]
 
 
 def _attn_gradcam(model, trace, pairs, start_layer, variant) -> Tensor:
-    """Per pair: last block's CLS-row attention weighted by each head's mean gradient."""
+    """Per pair: last block's CLS-row attention weighted by each head's mean gradient (over
+    the patch columns)."""
     last = len(model.blocks) - 1
-    grad = attention_gradients(trace, [last], pairs)[last][:, :, 0, 1:]  # [P, heads, L]
-    cam = take(trace.blocks[-1].attn, pairs.image)[:, :, 0, 1:]
-    weights = grad.mean(dim=-1, keepdim=True)
-    return (cam * weights).mean(dim=1).clamp(min=0)
+    (_, grad), *_ = attention_gradients(trace, [last], pairs)
+    grad = grad[..., 0, trace.prefix :].to(_dtype(model))
+    cam = trace.blocks[-1].attn[:, None, :, 0, trace.prefix :].to(_dtype(model))  # [B,1,h,L]
+    weights = grad.mean(dim=-1, keepdim=True)  # [B, K, heads, 1]
+    return pairs.select((cam * weights).mean(dim=2).clamp(min=0))
 
 
 def _lrp_last_layer(model, trace, pairs, start_layer, variant) -> Tensor:
@@ -125,22 +145,34 @@ def _lrp_last_layer(model, trace, pairs, start_layer, variant) -> Tensor:
     with torch.no_grad():
         last = len(model.blocks) - 1
         relevance_backward(model, trace, pairs, last, variant, lambda i, r: cams.append(r))
-    return cams[0].clamp(min=0).mean(dim=1)[:, 0, 1:]
+    return pairs.select(cams[0].clamp(min=0).mean(dim=2)[..., 0, trace.prefix :])
 
 
 def _full_lrp(model, trace, pairs, start_layer, variant) -> Tensor:
-    """Relevance of the pixels [P, H, W] (plain) or of the stem's tokens [P, h, w] (hybrid)."""
+    """Relevance of the pixels [P, H, W] (plain) or of the stem's tokens [P, h, w] (hybrid).
+
+    The block-0 input's relevance passes ``norm_pre`` unchanged (a LayerNorm) and is split
+    between the tokens and the position embedding; the prefix tokens' share is dropped.
+    """
     with torch.no_grad():
         relevance = relevance_backward(model, trace, pairs, 0, variant, need_input=True)
-        r_tokens, _ = add_relprop(relevance, trace.tokens, trace.pos, pairs.image, variant)
-        r_patches = r_tokens[:, 1:]
+        dtype = _dtype(model)
+        tokens, pos = trace.tokens.unsqueeze(1).to(dtype), trace.pos.unsqueeze(1).to(dtype)
+        r_tokens, _ = add_relprop(relevance, tokens, pos, None, variant, pair_dims=2)
+        r_patches = pairs.select(r_tokens[:, :, trace.prefix :])  # [P, L, D]
         h, w = trace.grid
         if is_hybrid(model):
             return r_patches.sum(dim=-1).reshape(-1, h, w)
         proj = model.patch_embed.proj
         r_grid = r_patches.reshape(-1, h, w, r_patches.shape[-1]).permute(0, 3, 1, 2)
         r_pixels = conv_input_relprop(
-            r_grid, trace.image, proj.weight, pairs.image, proj.stride, proj.padding, proj.dilation
+            r_grid,
+            trace.image.to(dtype),
+            proj.weight,
+            pairs.image,
+            proj.stride,
+            proj.padding,
+            proj.dilation,
         )
         height, width = trace.image_size
         return r_pixels.sum(dim=1)[:, :height, :width]
@@ -154,15 +186,15 @@ def _gae(model, trace, pairs, start_layer, variant) -> Tensor:
     the last block as ``row <- row + row @ E_i``: N^2 per block instead of N^3.
     """
     blocks = range(start_layer, len(model.blocks))
-    grads = attention_gradients(trace, blocks, pairs) if blocks else {}
-    row = trace.logits.new_zeros(len(pairs.image), trace.blocks[0].attn.shape[-1])
-    row[:, 0] = 1  # CLS row of the identity
-    with torch.no_grad():
-        for i in reversed(blocks):
-            attn = take(trace.blocks[i].attn, pairs.image)
-            weights = (grads.pop(i) * attn).clamp(min=0).mean(dim=1)  # [P, N, N]
-            row = row + (row.unsqueeze(1) @ weights).squeeze(1)
-    return row[:, 1:]
+    n, dtype = trace.blocks[0].attn.shape[-1], _dtype(model)
+    row = trace.logits.new_zeros(len(pairs.counts), pairs.width, n, dtype=dtype)
+    row[..., 0] = 1  # CLS row of the identity
+    for i, grad in attention_gradients(trace, blocks, pairs):  # top block first
+        with torch.no_grad():
+            attn = trace.blocks[i].attn.unsqueeze(1).to(dtype)
+            weights = grad.to(dtype).mul(attn).clamp_(min=0).mean(dim=2)  # [B, K, N, N]
+            row = row + (row.unsqueeze(-2) @ weights).squeeze(-2)
+    return pairs.select(row[..., trace.prefix :])
 
 
 # --------------------------------------------------------------------------------------

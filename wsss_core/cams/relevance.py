@@ -17,9 +17,9 @@ Every result is the raw, un-normalised relevance of the patch tokens as [K, h, w
 token grid, except ``full_lrp`` on a plain patch embedding, which reaches the pixels:
 [K, H, W]. For a hybrid (CNN stem) ``full_lrp`` stops at the stem's output grid, i.e. the
 token grid (relevance of the patch tokens after the position-embedding split, summed over
-embedding channels). Layer scale, register tokens, pooling other than the CLS token and
-gated or GLU blocks are rejected; other normalisation layers (pre-norm, fc-norm, qk-norm)
-pass relevance through like LayerNorm does in the reference.
+embedding channels). Images with the same number of classes share one forward pass and one
+relevance walk (``explain`` groups them), so that every class slot of the batched walk is
+used. What is rejected, and why, is ``wsss_core.cams.support``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from wsss_core.cams.lrp import take
 from wsss_core.cams.methods import method_named
 from wsss_core.cams.support import check_supported
 from wsss_core.cams.trace import forward_trace, is_hybrid, make_pairs, token_grid
@@ -58,6 +57,12 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
+def _full_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast off: under autocast only the forward pass (and so its backward) runs in the
+    lower precision; the methods compute in the model's dtype."""
+    return torch.autocast(device.type, enabled=False)
+
+
 def explain(
     model: VisionTransformer,
     images: Tensor,
@@ -76,7 +81,9 @@ def explain(
     matters for ``transformer_attribution``, ``rollout`` and ``gae``; ``variant`` picks
     the LRP rules (``"chefer"``: layers_ours, ``"original"``: layers_lrp; see
     ``wsss_core.cams.lrp``). Computation runs in the model's dtype (float32 or float64) on
-    its device; the maps are detached tensors there.
+    its device; the maps are detached tensors there. Called under ``torch.autocast``, the
+    forward pass and the attention gradients run in the autocast dtype (float16 gradients
+    scaled against underflow), the relevance walk and the maps in the model's dtype.
     """
     spec = method_named(method)
     check_supported(model)
@@ -98,10 +105,25 @@ def explain(
         if spec.class_agnostic:  # one map per image, taken for each of its classes
             with torch.no_grad():
                 trace = forward_trace(model, images)
-                per_image = spec.compute(model, trace, pairs, start_layer, variant)
-            maps = take(per_image, pairs.image)
-        else:
-            trace = forward_trace(model, images, spec.gradients_from(start_layer, depth))
-            maps = spec.compute(model, trace, pairs, start_layer, variant)
-    maps = maps.detach().reshape((maps.shape[0],) + grid)
-    return list(maps.split(pairs.counts, dim=0))
+                with _full_precision(param.device):
+                    per_image = spec.compute(model, trace, pairs, start_layer, variant)
+            maps = per_image.index_select(0, pairs.image)
+            maps = maps.detach().reshape((maps.shape[0],) + grid)
+            return list(maps.split(pairs.counts, dim=0))
+        # Images with the same number of classes share one forward pass, so that the
+        # per-pair work has the dense [images, classes, ...] layout (no empty slots).
+        results: list[Tensor] = [images.new_zeros((0,) + grid) for _ in classes]
+        grad_from = spec.gradients_from(start_layer, depth)
+        for count in sorted(set(pairs.counts) - {0}):
+            members = [b for b, c in enumerate(pairs.counts) if c == count]
+            group = [classes[b] for b in members]
+            batch = images if len(members) == len(classes) else images[members]
+            group_pairs = make_pairs(group, model.num_classes, param.device)
+            trace = forward_trace(model, batch, grad_from)
+            with _full_precision(param.device):
+                maps = spec.compute(model, trace, group_pairs, start_layer, variant)
+            del trace
+            maps = maps.detach().reshape((len(members), count) + grid)
+            for b, m in zip(members, maps, strict=True):
+                results[b] = m
+    return results

@@ -218,6 +218,20 @@ def check_patch_multiple(cfg: dict, size: int, key: str = "classifier.img_size")
     )
 
 
+def cls_pooling_kwargs(backbone: str) -> dict[str, Any]:
+    """Extra ``timm.create_model`` arguments that make a timm ViT's head read the CLS token:
+    none when it already does (or has no CLS token: the support check refuses it), else
+    ``global_pool='token'`` and the model's own ``fc_norm`` setting, so that its pretrained
+    weights (``fc_norm.*``, no ``norm.*``) still fit. Looked up on the meta device."""
+    with torch.device("meta"):
+        probe = timm.create_model(backbone, pretrained=False, num_classes=1)
+    if not isinstance(probe, VisionTransformer) or probe.cls_token is None:
+        return {}
+    if probe.global_pool == "token" and probe.attn_pool is None:
+        return {}
+    return {"global_pool": "token", "fc_norm": not isinstance(probe.fc_norm, torch.nn.Identity)}
+
+
 def build_classifier(cfg: dict) -> VisionTransformer:
     """Build the classifier described by ``cfg`` with a fresh ``num_classes`` head.
 
@@ -242,14 +256,16 @@ def build_classifier(cfg: dict) -> VisionTransformer:
         )
     else:
         check_patch_multiple(cfg, kwargs["img_size"])
+        kwargs.update(cls_pooling_kwargs(backbone))
         model = timm.create_model(backbone, pretrained=source == "hub", **kwargs)
     try:
         check_supported(model)
     except UnsupportedModelError as err:
         raise ClassifierConfigError(
             f"classifier.backbone '{backbone}' is not supported by the relevance methods: "
-            f"{'; '.join(err.problems)}. Use a plain ViT (vit_*_patch*), a ResNet hybrid "
-            f"(vit_*_r50_*) or {HYBRID_TINY}"
+            f"{'; '.join(err.problems)}. Use a plain ViT (vit_*_patch*), DeiT-3 (deit3_*), "
+            f"DINOv2 (vit_*_dinov2, vit_*_reg4_dinov2), a CLIP tower (vit_*_clip_*), a "
+            f"ResNet hybrid (vit_*_r50_*) or {HYBRID_TINY}"
         ) from err
     if isinstance(source, Path):
         load_backbone_weights(model, source)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from timm.models.vision_transformer import VisionTransformer
+from timm.layers import SwiGLU
+from timm.models.vision_transformer import ParallelScalingBlock, VisionTransformer
 
 from wsss_core.affinity.net import ViTLevels
 from wsss_core.cams.methods import METHODS, method_named
@@ -52,9 +53,13 @@ def test_registry_entries():
     ("kwargs", "message"),
     [
         ({"qk_norm": True}, "qk-norm"),
-        ({"fc_norm": True}, "fc-norm"),
-        ({"pre_norm": True}, "pre-norm"),
-        ({"init_values": 1e-5}, "layer scale"),
+        ({"scale_attn_norm": True}, "scale-norm"),
+        ({"scale_mlp_norm": True}, "scale-norm"),
+        ({"class_token": False, "global_pool": "avg"}, "no CLS token"),
+        ({"global_pool": "avg"}, "global_pool='token'"),
+        ({"class_token": False, "global_pool": "map"}, "no CLS token"),
+        ({"mlp_layer": SwiGLU}, "pre-norm timm Block of Attention and Mlp"),
+        ({"block_fn": ParallelScalingBlock}, "pre-norm timm Block of Attention and Mlp"),
     ],
 )
 def test_one_support_check_for_explain_and_classifier(kwargs, message):
@@ -65,8 +70,20 @@ def test_one_support_check_for_explain_and_classifier(kwargs, message):
         explain(model, torch.zeros(1, 3, 16, 16), [[0]])
 
 
-def test_plain_vit_is_supported():
-    check_supported(VisionTransformer(**TINY))
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"init_values": 1e-5},  # layer scale
+        {"reg_tokens": 4, "no_embed_class": True},
+        {"pre_norm": True},
+        {"fc_norm": True},
+        {"act_layer": "quick_gelu"},
+        {"final_norm": False},
+    ],
+)
+def test_supported_layouts(kwargs):
+    check_supported(VisionTransformer(**TINY, **kwargs))
 
 
 def test_vit_levels_remove_their_hooks():

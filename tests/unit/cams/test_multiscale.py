@@ -44,7 +44,10 @@ def test_flip_of_a_symmetric_image_adds_the_mirrored_map(method):
     assert torch.equal(x, x.flip(-1))
     got = explain_multiscale(model, x, CLASSES, method, scales=[1.0], flip=True)
     for g, e in zip(got, explain(model, x, CLASSES, method), strict=True):
-        torch.testing.assert_close(g, e + e.flip(-1), rtol=1e-12, atol=1e-15)
+        # equal up to rounding: the flip doubles the batch, so matrix products round
+        # differently, and full_lrp's rules amplify that to ~1e-11 of the map's maximum
+        scale = e.abs().max().item()
+        torch.testing.assert_close(g, e + e.flip(-1), rtol=1e-12, atol=1e-10 * scale)
 
 
 def test_flip_of_any_image_is_the_flipped_back_map():

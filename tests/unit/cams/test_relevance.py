@@ -377,7 +377,7 @@ def test_chefer_rules_conserve_relevance_down_to_the_tokens(make, size):
     trace = forward_trace(model, images(2, size))
     pairs = make_pairs([[0, 1], [2]], model.num_classes, "cpu")
     with torch.no_grad():
-        rel = relevance_backward(model, trace, pairs, 0, "chefer", need_input=True)
+        rel = pairs.select(relevance_backward(model, trace, pairs, 0, "chefer", need_input=True))
     torch.testing.assert_close(rel.sum(dim=(1, 2)), torch.ones(3, dtype=F64), rtol=1e-6, atol=0)
 
 
@@ -391,7 +391,7 @@ def test_full_lrp_reaches_the_pixels_of_a_plain_vit():
     trace = forward_trace(model, x)
     pairs = make_pairs(classes, model.num_classes, "cpu")
     with torch.no_grad():
-        rel = relevance_backward(model, trace, pairs, 0, "chefer", need_input=True)
+        rel = pairs.select(relevance_backward(model, trace, pairs, 0, "chefer", need_input=True))
         r_tokens, _ = add_relprop(rel, trace.tokens, trace.pos, pairs.image)
     pixel_sums = torch.cat([m.sum(dim=(1, 2)) for m in maps])
     torch.testing.assert_close(pixel_sums, r_tokens[:, 1:].sum(dim=(1, 2)), rtol=1e-6, atol=0)
@@ -445,8 +445,8 @@ def test_bad_inputs_raise():
         explain(model, x, [[4]])
     with pytest.raises(ValueError, match="class lists"):
         explain(model, x, [[0], [1]])
-    with pytest.raises(ValueError, match="layer scale"):
-        explain(plain_vit(init_values=0.1), x, [[0]])
+    with pytest.raises(ValueError, match="qk-norm"):
+        explain(plain_vit(qk_norm=True), x, [[0]])
     with pytest.raises(ValueError, match="unknown LRP variant"):
         explain(model, x, [[0]], "full_lrp", variant="zplus")
 
@@ -455,3 +455,22 @@ def test_images_without_classes_give_empty_maps():
     model = plain_vit()
     maps = explain(model, images(2, 16), [[], []], "full_lrp")
     assert [tuple(m.shape) for m in maps] == [(0, 16, 16), (0, 16, 16)]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_runs_the_forward_low_and_the_maps_in_the_model_dtype(dtype):
+    """Under autocast the forward pass and the gradients run in the low precision (float16
+    gradients scaled against underflow), the relevance walk in the model's float32: every
+    map is finite float32, and the maps of the methods that need no LRP stay near fp32's."""
+    model = plain_vit().float()
+    x = images(2, 16).float()
+    classes = [[0, 2], [1]]
+    for method in METHODS:
+        expected = explain(model, x, classes, method)
+        with torch.autocast("cpu", dtype=dtype):
+            got = explain(model, x, classes, method)
+        for g, e in zip(got, expected, strict=True):
+            assert g.dtype == torch.float32 and torch.isfinite(g).all()
+            if method in ("rollout", "attn_last_layer", "gae"):
+                scale = e.abs().max().item()
+                torch.testing.assert_close(g, e, rtol=0, atol=0.05 * scale)

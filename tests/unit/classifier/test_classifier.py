@@ -168,22 +168,20 @@ def test_bad_config_names_the_key(change, message):
         build_classifier({**HYBRID, **change})
 
 
-def test_non_plain_vits_are_refused():
-    layer_scale = VisionTransformer(
-        img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2, init_values=1e-5
-    )
-    with pytest.raises(UnsupportedModelError, match="layer scale"):
-        check_supported(layer_scale)
-    registers = VisionTransformer(
-        img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2, reg_tokens=2
-    )
-    with pytest.raises(UnsupportedModelError, match="register"):
-        check_supported(registers)
+def test_models_the_relevance_cannot_walk_are_refused():
+    qk_norm = VisionTransformer(img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2,
+                                qk_norm=True)  # fmt: skip
+    with pytest.raises(UnsupportedModelError, match="qk-norm"):
+        check_supported(qk_norm)
     avg_pool = VisionTransformer(
         img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2, global_pool="avg"
     )
     with pytest.raises(UnsupportedModelError, match="CLS"):
         check_supported(avg_pool)
+    for backbone in ("vit_base_patch16_siglip_224", "vit_medium_patch16_gap_240"):
+        with pytest.raises(ClassifierConfigError, match="no CLS token"):
+            build_classifier({"backbone": backbone, "num_classes": 3, "img_size": 32,
+                              "patch_size": 16, "pretrained": False})  # fmt: skip
 
 
 def test_save_load_round_trip_gives_identical_logits(tmp_path):
