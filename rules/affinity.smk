@@ -5,7 +5,7 @@ rule train_affinity:
     input:
         model=f"{RES}/classifier/model.pt",
         seeds=f"{RES}/seeds/{{method}}",
-        data=DATA_TOKEN,
+        data=DATA_ROOT,
     output:
         model=f"{RES}/affinity/{{method}}/affinity.pt",
         history=f"{RES}/affinity/{{method}}/history.csv",

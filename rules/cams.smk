@@ -4,7 +4,7 @@
 rule extract_cams:
     input:
         model=f"{RES}/classifier/model.pt",
-        data=DATA_TOKEN,
+        data=DATA_ROOT,
         labels=f"{RES}/labels/{TRAIN_SPLIT}.csv",
     output:
         temp(f"{RES}/cams/shards/{{method}}/{{scatteritem}}.h5"),
@@ -49,7 +49,7 @@ rule gather_cams:
 rule eval_cams:
     input:
         store=f"{RES}/cams/{{method}}.h5",
-        data=DATA_TOKEN,
+        data=DATA_ROOT,
     output:
         csv=f"{TABLES}/cams_{{method}}.csv",
         md=f"{TABLES}/cams_{{method}}.md",

@@ -3,7 +3,7 @@
 
 rule finetune_classifier:
     input:
-        data=DATA_TOKEN,
+        data=DATA_ROOT,
         train_labels=f"{RES}/labels/{TRAIN_SPLIT}.csv",
         val_labels=f"{RES}/labels/{EVAL_SPLIT}.csv",
     output:

@@ -45,13 +45,12 @@ SEED_METHODS = config["seeds"]["methods"]
 SEG_METHOD = config["segmenter"]["pseudo_method"]
 RESOURCES = config["resources"]
 
-# DATA_ROOT is the dataset folder the scripts read; DATA_TOKEN is what rules depend on: the
-# whole folder, made by make_synthetic or prepare_voc (or already there when prepared).
+# DATA_ROOT is the dataset folder: the scripts read it and the rules depend on it whole (made by
+# make_synthetic or prepare_voc, or already there when prepared).
 if DATA_CFG["source"] == "synthetic":
     DATA_ROOT = f"{RES}/data/synthetic"
 else:
     DATA_ROOT = DATA_CFG["voc2012"]["root"]
-DATA_TOKEN = DATA_ROOT
 # the paths, trees and method lists the schema cannot check (one line naming the key)
 check_run(config, RES)
 

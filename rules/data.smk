@@ -22,7 +22,7 @@ rule make_synthetic:
 
 rule make_labels:
     input:
-        data=DATA_TOKEN,
+        data=DATA_ROOT,
     output:
         f"{RES}/labels/{{split}}.csv",
     params:
@@ -91,7 +91,7 @@ if not VOC["prepared"]:
             voc=rules.download_voc.output[0],
             sbd=rules.download_sbd.output[0] if VOC["use_sbd"] else [],
         output:
-            # the whole prepared tree is what the stages read and depend on (DATA_TOKEN); naming
+            # the whole prepared tree is what the stages read and depend on (DATA_ROOT); naming
             # files inside it would make Snakemake create <root>/ImageSets/... before the job
             # runs, and the script take that folder for a finished extraction
             directory(VOC["root"]),

@@ -33,7 +33,7 @@ rule summary:
 
 rule figure_samples:
     input:
-        data=DATA_TOKEN,
+        data=DATA_ROOT,
         store=f"{RES}/cams/{SEG_METHOD}.h5",
         seeds=f"{RES}/seeds/{SEG_METHOD}",
         rw=f"{RES}/walk/{SEG_METHOD}/rw",

@@ -5,7 +5,7 @@
 rule crf_seeds:
     input:
         store=f"{RES}/cams/{{method}}.h5",
-        data=DATA_TOKEN,
+        data=DATA_ROOT,
     output:
         temp(directory(f"{RES}/seeds/shards/{{method}}/{{scatteritem}}")),
     params:
@@ -44,7 +44,7 @@ rule gather_seeds:
 rule eval_seeds:
     input:
         masks=f"{RES}/seeds/{{method}}",
-        data=DATA_TOKEN,
+        data=DATA_ROOT,
     output:
         summary=f"{TABLES}/seeds_{{method}}_summary.csv",
         per_class=f"{TABLES}/seeds_{{method}}.csv",

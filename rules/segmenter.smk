@@ -4,7 +4,7 @@
 rule train_segmenter:
     input:
         masks=f"{RES}/walk/{{method}}/{config['segmenter']['pseudo_masks']}",
-        data=DATA_TOKEN,
+        data=DATA_ROOT,
     output:
         model=f"{RES}/segmenter/{{method}}/segmenter.pt",
         history=f"{RES}/segmenter/{{method}}/history.csv",
@@ -33,7 +33,7 @@ rule train_segmenter:
 rule predict_segmenter:
     input:
         model=f"{RES}/segmenter/{{method}}/segmenter.pt",
-        data=DATA_TOKEN,
+        data=DATA_ROOT,
     output:
         pred=directory(f"{RES}/predictions/{{method}}/seg"),
         crf=directory(f"{RES}/predictions/{{method}}/seg_crf"),
@@ -60,7 +60,7 @@ rule predict_segmenter:
 rule eval_segmenter:
     input:
         masks=f"{RES}/predictions/{{method}}/{{kind}}",
-        data=DATA_TOKEN,
+        data=DATA_ROOT,
     output:
         summary=f"{TABLES}/segmenter_{{method}}_{{kind}}_summary.csv",
         per_class=f"{TABLES}/segmenter_{{method}}_{{kind}}.csv",

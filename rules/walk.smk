@@ -7,7 +7,7 @@ rule random_walk:
     input:
         store=f"{RES}/cams/{{method}}.h5",
         affinity=f"{RES}/affinity/{{method}}/affinity.pt",
-        data=DATA_TOKEN,
+        data=DATA_ROOT,
     output:
         rw=temp(directory(f"{RES}/walk/shards/{{method}}/rw/{{scatteritem}}")),
         crf=temp(directory(f"{RES}/walk/shards/{{method}}/rw_crf/{{scatteritem}}")),
@@ -52,7 +52,7 @@ rule gather_walk:
 rule eval_walk:
     input:
         masks=f"{RES}/walk/{{method}}/{{kind}}",
-        data=DATA_TOKEN,
+        data=DATA_ROOT,
     output:
         summary=f"{TABLES}/walk_{{method}}_{{kind}}_summary.csv",
         per_class=f"{TABLES}/walk_{{method}}_{{kind}}.csv",
@@ -82,7 +82,7 @@ rule walk_ceiling:
     input:
         store=f"{RES}/cams/{{method}}.h5",
         affinity=f"{RES}/affinity/{{method}}/affinity.pt",
-        data=DATA_TOKEN,
+        data=DATA_ROOT,
     output:
         csv=report(
             f"{TABLES}/walk_ceiling_{{method}}.csv",
