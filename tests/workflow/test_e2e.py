@@ -355,7 +355,7 @@ def test_training_is_reproducible(tiny_run: WorkflowRun, tmp_path):
         f"affinity/{method}": [
             "workflow_scripts/affinity_train.py", *common,
             "--classifier", f"{res}/classifier/model.pt", "--seeds", f"{res}/seeds/{method}",
-            "--split", cfg["data"]["train_split"],
+            "--split", cfg["data"]["train_split"], "--val-split", cfg["data"]["eval_split"],
             "--config-json", json.dumps(cfg["affinity"]["net"], sort_keys=True),
         ],
     }  # fmt: skip

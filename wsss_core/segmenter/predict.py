@@ -23,7 +23,7 @@ from wsss_core.data.palette import save_mask
 from wsss_core.seeds.crf import CRFParams, dense_crf
 
 
-def _normalised(
+def normalised(
     image: np.ndarray, mean: Sequence[float], std: Sequence[float], device
 ) -> torch.Tensor:
     """uint8 [H, W, 3] -> normalised float [1, 3, H, W] on ``device``."""
@@ -47,7 +47,7 @@ def predict(
     """Class probabilities float32 [C, H, W] of one RGB uint8 image (model in eval mode)."""
     check_scales(scales)
     device = next(model.parameters()).device
-    x = _normalised(image, mean, std, device)
+    x = normalised(image, mean, std, device)
     height, width = image.shape[:2]
     total: torch.Tensor | None = None
     count = 0
