@@ -14,6 +14,7 @@ rule train_affinity:
         seed=config["seed"],
         device=untracked(config["device"]),
         split=TRAIN_SPLIT,
+        val_split=EVAL_SPLIT,
         out_dir=out_dir(),
     log:
         log_path("train_affinity", "{method}"),
@@ -27,5 +28,6 @@ rule train_affinity:
     shell:
         "$PY workflow_scripts/affinity_train.py --classifier {input.model} "
         "--seeds {input.seeds} --data-root {input.data} --split {params.split} "
+        "--val-split {params.val_split} "
         "--config-json {params.cfg} --seed {params.seed} --threads {threads} "
         "--device {params.device} --out-dir {params.out_dir} --log {log}"

@@ -9,11 +9,7 @@ rule finetune_classifier:
     output:
         model=f"{RES}/classifier/model.pt",
         metrics=f"{RES}/classifier/metrics.json",
-        table=report(
-            f"{RES}/classifier/val_metrics.csv",
-            caption="../report/classifier_metrics.rst",
-            category="1. Classifier",
-        ),
+        table=f"{RES}/classifier/val_metrics.csv",  # in the report as HTML (report_tables)
         history=f"{RES}/classifier/history.csv",
     params:
         cfg=as_json(config["classifier"]),

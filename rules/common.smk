@@ -127,23 +127,32 @@ def gpu_resources(rule: str) -> dict:
 
 
 def final_targets() -> list[str]:
+    """What a run makes: the tables (CSV, and HTML for the report), the figures."""
     targets = [
         f"{RES}/classifier/metrics.json",
         f"{TABLES}/cams_comparison.csv",
         f"{TABLES}/summary.csv",
         f"{TABLES}/summary_per_class.csv",
+        f"{TABLES}/summary.html",
+        f"{TABLES}/summary_per_class.html",
+        f"{TABLES}/classifier_val_metrics.html",
+        f"{TABLES}/cams_comparison.html",
         f"{RES}/figures/samples.png",
+        f"{RES}/figures/samples_val.png",
+        f"{RES}/figures/methods.png",
         f"{RES}/figures/training_curves.png",
         f"{RES}/figures/runtimes.png",
+        f"{TABLES}/runtimes.html",
     ]
-    return targets + ceiling_tables()
+    return targets + ceiling_tables() + ceiling_tables(".html")
 
 
-def ceiling_tables() -> list[str]:
-    """The walk_ceiling tables, one per seeded method (none with walk.ceiling_every 0)."""
+def ceiling_tables(suffix: str = ".csv") -> list[str]:
+    """The walk_ceiling tables (``suffix`` .csv, or .html for the report), one per seeded
+    method (none with walk.ceiling_every 0)."""
     if config["walk"]["ceiling_every"] == 0:
         return []
-    return expand(f"{TABLES}/walk_ceiling_{{method}}.csv", method=SEED_METHODS)
+    return expand(f"{TABLES}/walk_ceiling_{{method}}{suffix}", method=SEED_METHODS)
 
 
 # the stage name of each scored mask kind, as the tables and the summary show it

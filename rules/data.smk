@@ -54,6 +54,8 @@ rule download_voc:
         url=untracked(VOC["voc_url"]),
     log:
         "logs/download_voc.log",
+    benchmark:
+        bench_path("download_voc")
     conda:
         CONDA_ENV
     threads: 1
@@ -72,6 +74,8 @@ rule download_sbd:
         url=untracked(VOC["sbd_url"]),
     log:
         "logs/download_sbd.log",
+    benchmark:
+        bench_path("download_sbd")
     conda:
         CONDA_ENV
     threads: 1
@@ -100,6 +104,8 @@ if not VOC["prepared"]:
             sbd=lambda w, input: f"--sbd-archive {input.sbd}" if input.sbd else "",
         log:
             "logs/prepare_voc.log",
+        benchmark:
+            bench_path("prepare_voc")
         conda:
             CONDA_ENV
         threads: 1

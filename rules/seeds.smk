@@ -32,6 +32,8 @@ rule gather_seeds:
         directory(f"{RES}/seeds/{{method}}"),
     log:
         log_path("gather_seeds", "{method}"),
+    benchmark:
+        bench_path("gather_seeds", "{method}")
     conda:
         CONDA_ENV
     threads: 1

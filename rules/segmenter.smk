@@ -13,6 +13,7 @@ rule train_segmenter:
         seed=config["seed"],
         device=untracked(config["device"]),
         split=TRAIN_SPLIT,
+        val_split=EVAL_SPLIT,
         out_dir=out_dir(),
     log:
         log_path("train_segmenter", "{method}"),
@@ -25,8 +26,9 @@ rule train_segmenter:
         **gpu_resources("train_segmenter"),
     shell:
         "$PY workflow_scripts/segmenter_train.py --masks {input.masks} "
-        "--data-root {input.data} --split {params.split} --config-json {params.cfg} "
-        "--seed {params.seed} --threads {threads} --device {params.device} "
+        "--data-root {input.data} --split {params.split} --val-split {params.val_split} "
+        "--config-json {params.cfg} --seed {params.seed} --threads {threads} "
+        "--device {params.device} "
         "--out-dir {params.out_dir} --log {log}"
 
 

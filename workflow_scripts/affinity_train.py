@@ -2,7 +2,9 @@
 
 Reads the images of ``--data-root`` for the ids of ``--split`` and their seed masks
 ``<seeds>/<id>.png`` (0 background, c + 1 class c, 255 unsure); with the classifier backbone
-the ViT comes from ``--classifier``. Writes ``<out-dir>/affinity.pt``, ``history.csv`` and,
+the ViT comes from ``--classifier``. After every epoch the net is scored against the
+ground-truth affinities of ``affinity.net.val_images`` images of ``--val-split`` (spread
+evenly over it; 0: no validation). Writes ``<out-dir>/affinity.pt``, ``history.csv`` and,
 after every epoch, ``checkpoints/last.pt`` (a rerun after a kill resumes from it when the
 config, seed, classifier, seed masks and images are unchanged).
 ``--config-json`` is the ``affinity.net`` config section (see wsss_core.affinity.net and
@@ -21,8 +23,8 @@ from wsss_core.affinity.train import effective_crop_size, input_files, split_con
 from wsss_core.cli import add_options, parse_json_object, script_main
 from wsss_core.config import fill_defaults
 from wsss_core.data.datasets import VOCSegmentation
-from wsss_core.data.layout import read_split
-from wsss_core.data.transforms import train_transform
+from wsss_core.data.layout import read_split, sample_ids
+from wsss_core.data.transforms import eval_transform, train_transform
 from wsss_core.runtime import seed_everything, select_device, set_threads
 
 log = logging.getLogger("train_affinity")
@@ -34,6 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", required=True, help="folder of <id>.png seed masks")
     add_options(parser, "data-root", "seed", "device")
     parser.add_argument("--split", required=True, help="split whose images are trained on")
+    parser.add_argument("--val-split", default=None, help="split of the validation images")
     parser.add_argument("--config-json", required=True, help="affinity.net config as JSON")
     parser.add_argument("--out-dir", required=True)
     return parser.parse_args(argv)
@@ -84,8 +87,18 @@ def run(args: argparse.Namespace) -> list[dict]:
         device,
     )  # fmt: skip
     log.info("config: %s", json.dumps(config, sort_keys=True))
-    inputs = input_files(dataset, args.classifier if classifier is not None else None)
-    return train(net, info, dataset, config, args.out_dir, device, seed=args.seed, inputs=inputs)
+    val_ds = None
+    if args.val_split is not None and tc.val_images > 0:
+        val_ids = sample_ids(read_split(args.data_root, args.val_split), tc.val_images)
+        val_ds = VOCSegmentation(
+            args.data_root, args.val_split, ids=val_ids,
+            transform=eval_transform(info["input_size"], info["mean"], info["std"]),
+        )  # fmt: skip
+        log.info("validating on %d images of split '%s'", len(val_ds), args.val_split)
+    classifier_file = args.classifier if classifier is not None else None
+    inputs = input_files(dataset, classifier_file, val_ds)
+    return train(net, info, dataset, config, args.out_dir, device, seed=args.seed, inputs=inputs,
+                 val_ds=val_ds)  # fmt: skip
 
 
 @script_main

@@ -201,7 +201,9 @@ def expected_job_counts(config: Mapping[str, Any]) -> dict[str, int]:
             "predict_segmenter": 1,
             "eval_segmenter": 2,  # seg, seg_crf
             "summary": 1,
+            "report_tables": 1,
             "figure_samples": 1,
+            "figure_methods": 1,
             "figure_curves": 1,
             "figure_runtimes": 1,
             "walk_ceiling": pseudo if rw["ceiling_every"] > 0 else 0,

@@ -28,14 +28,16 @@ EXPECTED_RULE_GRAPH = {
     "make_synthetic": {
         "make_labels", "finetune_classifier", "extract_cams", "eval_cams", "crf_seeds",
         "eval_seeds", "train_affinity", "random_walk", "eval_walk", "train_segmenter",
-        "predict_segmenter", "eval_segmenter", "figure_samples", "walk_ceiling",
+        "predict_segmenter", "eval_segmenter", "figure_samples", "figure_methods", "walk_ceiling",
     },
     "make_labels": {"finetune_classifier", "extract_cams"},
-    "finetune_classifier": {"extract_cams", "train_affinity", "figure_curves", "all"},
+    "finetune_classifier": {"extract_cams", "train_affinity", "figure_curves", "report_tables",
+                            "all"},
     "extract_cams": {"gather_cams"},
-    "gather_cams": {"eval_cams", "crf_seeds", "random_walk", "figure_samples", "walk_ceiling"},
+    "gather_cams": {"eval_cams", "crf_seeds", "random_walk", "figure_samples", "figure_methods",
+                    "walk_ceiling"},
     "eval_cams": {"compare_cams", "summary"},
-    "compare_cams": {"all"},
+    "compare_cams": {"report_tables", "all"},
     "crf_seeds": {"gather_seeds"},
     "gather_seeds": {"train_affinity", "eval_seeds", "figure_samples"},
     "eval_seeds": {"summary"},
@@ -43,14 +45,16 @@ EXPECTED_RULE_GRAPH = {
     "random_walk": {"gather_walk"},
     "gather_walk": {"eval_walk", "train_segmenter", "figure_samples"},
     "eval_walk": {"summary"},
-    "train_segmenter": {"predict_segmenter", "figure_curves"},
+    "train_segmenter": {"predict_segmenter", "figure_curves", "figure_samples"},
     "predict_segmenter": {"eval_segmenter", "figure_samples"},
     "eval_segmenter": {"summary"},
-    "summary": {"figure_runtimes", "all"},
+    "summary": {"report_tables", "all"},
+    "report_tables": {"figure_runtimes", "all"},
     "figure_samples": {"figure_runtimes", "all"},
+    "figure_methods": {"figure_runtimes", "all"},
     "figure_curves": {"figure_runtimes", "all"},
     "figure_runtimes": {"all"},
-    "walk_ceiling": {"figure_runtimes", "all"},
+    "walk_ceiling": {"report_tables", "all"},
     "all": set(),
 }  # fmt: skip
 
@@ -60,7 +64,7 @@ EXPECTED_RULE_GRAPH = {
 LOCAL_RULES = {
     "download_voc", "download_sbd", "make_synthetic", "make_labels", "gather_cams",
     "compare_cams", "gather_seeds", "eval_seeds", "gather_walk", "eval_walk", "eval_segmenter",
-    "summary", "figure_samples", "figure_curves", "figure_runtimes",
+    "summary", "report_tables", "figure_methods", "figure_curves", "figure_runtimes",
 }  # fmt: skip
 
 

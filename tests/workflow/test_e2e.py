@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+from html import escape
 
 import h5py
 import numpy as np
@@ -25,6 +26,8 @@ from workflow_utils import (
     tail,
     tensors_equal,
 )
+
+from wsss_core.report.tables import format_value
 
 IGNORE = 255
 
@@ -91,18 +94,25 @@ def test_tiny_run_writes_every_stage(tiny_run: WorkflowRun):
         *(f"tables/walk_ceiling_{m}{s}" for m in cfg["seeds"]["methods"]
           for s in (".csv", ".md")),
         "figures/samples.png",
+        "figures/samples_val.png",
+        "figures/methods.png",
         "figures/training_curves.png",
         "figures/runtimes.png",
+        *(f"tables/{name}.html" for name in ("summary", "summary_per_class", "cams_comparison",
+                                             "classifier_val_metrics", "runtimes")),
+        *(f"tables/walk_ceiling_{m}.html" for m in cfg["seeds"]["methods"]),
     ]  # fmt: skip
     missing = [f for f in expected if not (res / f).is_file() or (res / f).stat().st_size == 0]
     assert missing == []
     logs = list((res / "logs").rglob("*.log"))
     assert len(logs) == sum(expected_job_counts(tiny_run.config).values()) - 1  # `all` has none
-    # the runtime table: one row per benchmarked rule, counting all its jobs
+    # the runtime table: one row per rule, counting all its jobs; every rule is benchmarked
+    # but figure_runtimes itself (it reads the benchmarks) and all (no job)
     runtimes = pd.read_csv(res / "tables/runtimes.csv").set_index("rule")
     benchmarked = {d.name for d in (res / "benchmarks").iterdir()}
-    assert set(runtimes.index) == benchmarked and "finetune_classifier" in benchmarked
     counts = expected_job_counts(tiny_run.config)
+    assert benchmarked == set(counts) - {"figure_runtimes", "all"}
+    assert set(runtimes.index) == benchmarked
     assert runtimes["jobs"].to_dict() == {rule: counts[rule] for rule in benchmarked}
     assert (runtimes[["seconds", "max_rss_mb"]] > 0).all().all()
 
@@ -288,16 +298,34 @@ def test_cams_comparison_uses_each_methods_best_threshold(tiny_run: WorkflowRun)
 
 
 REPORTED = {
-    # file under results/<run>/ -> mime type in the report
-    "tables/summary.csv": "text/csv",
-    "tables/summary_per_class.csv": "text/csv",
-    "tables/cams_comparison.csv": "text/csv",
-    "classifier/val_metrics.csv": "text/csv",
-    "tables/runtimes.csv": "text/csv",
-    "figures/samples.png": "image/png",
-    "figures/training_curves.png": "image/png",
-    "figures/runtimes.png": "image/png",
+    # file under results/<run>/ -> (mime type in the report, its category)
+    "tables/summary.html": ("text/html", "0. Summary"),
+    "tables/summary_per_class.html": ("text/html", "0. Summary"),
+    "tables/classifier_val_metrics.html": ("text/html", "1. Classifier"),
+    "tables/cams_comparison.html": ("text/html", "2. Relevance maps"),
+    "figures/methods.png": ("image/png", "2. Relevance maps"),
+    "tables/walk_ceiling_{method}.html": ("text/html", "3. Random walk"),
+    "figures/samples.png": ("image/png", "4. Figures"),
+    "figures/samples_val.png": ("image/png", "4. Figures"),
+    "figures/training_curves.png": ("image/png", "4. Figures"),
+    "figures/runtimes.png": ("image/png", "5. Runtimes"),
+    "tables/runtimes.html": ("text/html", "5. Runtimes"),
 }
+# the CSV tables behind the HTML ones (the HTML shows each cell of its CSV)
+HTML_SOURCES = {
+    "tables/summary.html": "tables/summary.csv",
+    "tables/summary_per_class.html": "tables/summary_per_class.csv",
+    "tables/classifier_val_metrics.html": "classifier/val_metrics.csv",
+    "tables/cams_comparison.html": "tables/cams_comparison.csv",
+    "tables/walk_ceiling_{method}.html": "tables/walk_ceiling_{method}.csv",
+    "tables/runtimes.html": "tables/runtimes.csv",
+}
+
+
+def categories_of(html: str) -> dict[str, dict[str, list[str]]]:
+    """The report's categories: {category: {subcategory: [result paths]}}."""
+    start = html.index("categories = ") + len("categories = ")
+    return json.JSONDecoder().raw_decode(html, start)[0]
 
 
 def report_entries(html: str, run: str) -> dict[str, dict]:
@@ -325,12 +353,28 @@ def test_report_is_one_self_contained_html_with_the_tables_and_figures(
         r"<script[^>]+src=|<link[^>]+href=\"?https?:|<img[^>]+src=\"?https?:", html
     )
     entries = report_entries(html, tiny_run.config["run"])
-    assert set(REPORTED) <= set(entries)
-    for rel, mime in REPORTED.items():
+    method = tiny_run.config["seeds"]["methods"][0]
+    reported = {rel.format(method=method): kind for rel, kind in REPORTED.items()}
+    # every table is there as HTML (shown in the page), none as a CSV (a download link only)
+    assert set(entries) == set(reported)
+    categories = categories_of(html)
+    assert sorted(categories)[0] == "0. Summary"  # the report lists the summary first
+    for rel, (mime, category) in reported.items():
         uri = entries[rel]["data_uri"]
         assert uri.startswith(f"data:{mime};"), rel
         embedded = base64.b64decode(uri.split("base64,", 1)[1])
         assert embedded == (tiny_run.results / rel).read_bytes(), rel
+        assert f"results/{tiny_run.config['run']}/{rel}" in categories[category]["Other"], rel
+    # each HTML table shows every cell of its CSV, formatted as in the Markdown tables
+    for rel, source in HTML_SOURCES.items():
+        page = (tiny_run.results / rel.format(method=method)).read_text(encoding="utf-8")
+        table = pd.read_csv(tiny_run.results / source.format(method=method))
+        cells = re.findall(r"<td[^>]*>([^<]*)</td>", page)
+        assert len(cells) == table.size, rel
+        headings = re.findall(r"<th[^>]*>([^<]*)</th>", page)
+        assert headings == [escape(str(c)) for c in table.columns], rel
+        first = table.iloc[0]
+        assert cells[: len(first)] == [escape(format_value(v)) for v in first], rel
     # the workflow description (report/workflow.rst) names the run
     assert f"wsss run <strong>{tiny_run.config['run']}</strong>" in html
 
@@ -355,7 +399,7 @@ def test_training_is_reproducible(tiny_run: WorkflowRun, tmp_path):
         f"affinity/{method}": [
             "workflow_scripts/affinity_train.py", *common,
             "--classifier", f"{res}/classifier/model.pt", "--seeds", f"{res}/seeds/{method}",
-            "--split", cfg["data"]["train_split"],
+            "--split", cfg["data"]["train_split"], "--val-split", cfg["data"]["eval_split"],
             "--config-json", json.dumps(cfg["affinity"]["net"], sort_keys=True),
         ],
     }  # fmt: skip

@@ -170,8 +170,10 @@ PARAM_CHANGES = [
     ("walk.crf.iterations", 5, {"random_walk"}),
     ("walk.ceiling_every", 2, {"walk_ceiling"}),
     ("segmenter.net.epochs", 2, {"train_segmenter"}),
-    ("segmenter.inference.flip", False, {"predict_segmenter"}),
+    # the sample figure predicts its train images with the same inference settings
+    ("segmenter.inference.flip", False, {"predict_segmenter", "figure_samples"}),
     ("report.num_val_samples", 3, {"figure_samples"}),
+    ("report.num_train_samples", 3, {"figure_samples", "figure_methods"}),
     ("seed", 1, {"finetune_classifier", "train_affinity", "train_segmenter"}),
 ]
 
@@ -252,6 +254,7 @@ def test_random_walk_change_leaves_upstream_alone(tiny_run: WorkflowRun, graph):
         "predict_segmenter": 1,
         "eval_segmenter": 2,
         "summary": 1,
+        "report_tables": 1,
         "figure_samples": 1,
         "figure_curves": 1,
         "figure_runtimes": 1,

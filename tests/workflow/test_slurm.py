@@ -364,7 +364,8 @@ def test_tiny_workflow_through_slurm_equals_the_local_run(
     counts = expected_job_counts(run_config(workdir, configfile))
     local = local_rules(workdir / "rules") | {"all"}
     cluster_counts = {rule: n for rule, n in counts.items() if rule not in local}
-    assert set(cluster_counts) == GPU_RULES | {"crf_seeds", "eval_cams"}
+    # CPU jobs: the seeds' CRF, the maps' scoring and the sample figure (it runs the segmenter)
+    assert set(cluster_counts) == GPU_RULES | {"crf_seeds", "eval_cams", "figure_samples"}
     submitted = submitted_job_ids(log)
     rule_of = slurm_jobs_by_rule(workdir)
     assert sorted(rule_of) == sorted(submitted.values()), detail
@@ -378,7 +379,7 @@ def test_tiny_workflow_through_slurm_equals_the_local_run(
     resources = config["resources"]
     for job_id, rule in rule_of.items():
         spec = resources["rules"].get(rule, {})
-        threads = resources["threads"] if rule in GPU_RULES else 1
+        threads = resources["threads"] if rule in GPU_RULES | {"figure_samples"} else 1
         tres = dict(kv.split("=") for kv in local_slurm.job_info(job_id)["TRES"].split(","))
         assert tres["cpu"] == str(threads), (rule, tres)
         assert tres["mem"] == f"{spec.get('mem_mb', resources['default_mem_mb'])}M", (rule, tres)

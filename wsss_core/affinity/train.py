@@ -7,10 +7,14 @@ L_bg_pos / 2 + L_fg_pos / 2 + L_neg on a_ij = exp(-mean|f_i - f_j|)
 (``wsss_core.affinity.pairs``). AdamW or SGD, poly learning-rate decay per step; the head learns
 at ``lr`` and, unless frozen, the backbone at ``lr * backbone_lr_mult``.
 
-After every epoch ``history.csv`` (epoch, train_loss, lr and the three loss parts) and the
-checkpoint are written (``wsss_core.train.loop``): a rerun with the same config, seed,
-classifier, seeds and images continues where a killed run stopped and ends with the same
-weights.
+After every epoch the net is validated when a validation set is given (a fixed sample of
+``val_images`` images of the eval split with their ground-truth masks, ``validate``): the
+same balanced loss on ground-truth pair labels (``val_loss``) and, per pair group, the
+fraction of pairs on the right side of a = 0.5 (``val_bg_pos_acc``, ``val_fg_pos_acc``,
+``val_neg_acc``); it draws no random number and changes no weight. Then ``history.csv``
+(epoch, train_loss, lr, the three loss parts and the validation columns) and the checkpoint
+are written (``wsss_core.train.loop``): a rerun with the same config, seed, classifier, seeds
+and images continues where a killed run stopped and ends with the same weights.
 At the end ``affinity.pt`` holds the net (``wsss_core.affinity.net.load_affinity_net``).
 
 Config keys (the ``affinity.net`` section): the architecture keys of
@@ -49,6 +53,7 @@ from wsss_core.train.settings import is_number
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "lr", "train_bg_pos_loss", "train_fg_pos_loss",
                    "train_neg_loss"]  # fmt: skip
+VAL_COLUMNS = ["val_loss", "val_bg_pos_acc", "val_fg_pos_acc", "val_neg_acc"]
 MODEL_FILE = "affinity.pt"
 
 log = logging.getLogger(__name__)
@@ -72,6 +77,7 @@ class AffinityTrainConfig:
     scale_range: tuple[float, float] = schema_field("affinity.net.scale_range", tuple)
     jitter: float = schema_field("affinity.net.jitter")
     num_workers: int = schema_field("affinity.net.num_workers")
+    val_images: int = schema_field("affinity.net.val_images")
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> AffinityTrainConfig:
@@ -111,10 +117,10 @@ class AffinityTrainConfig:
             or self.crop_size < 1
         ):  # fmt: skip
             raise bad("crop_size", "null (the classifier's input size) or a positive integer")
-        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or (
-            self.num_workers < 0
-        ):  # fmt: skip
-            raise bad("num_workers", "a non-negative integer")
+        for key in ("num_workers", "val_images"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise bad(key, "a non-negative integer")
 
 
 def split_config(cfg: Mapping[str, Any]) -> tuple[AffinityNetConfig, AffinityTrainConfig]:
@@ -214,11 +220,53 @@ def train_one_epoch(
     return row
 
 
-def input_files(dataset: VOCSegmentation, classifier: str | os.PathLike | None) -> InputFiles:
+@torch.no_grad()
+def validate(net: AffinityNet, val_ds: Dataset, radius: int, device: torch.device) -> dict:
+    """Affinities of the validation images (items (image [3, S, S], ground-truth mask)) against
+    their ground-truth pair labels, pooled over all pairs: the balanced loss ``val_loss``
+    (as ``affinity_loss``, an empty group adding 0) and the fraction of each group's pairs on
+    the right side of a = 0.5 (positives above, negatives below; NaN for an empty group)."""
+    was_training = net.training
+    net.eval()
+    eps = 1e-5
+    sums = {group: [0.0, 0, 0] for group in ("bg_pos", "fg_pos", "neg")}  # nll, right, pairs
+    for index in range(len(val_ds)):
+        image, mask = val_ds[index]
+        features = net(image.unsqueeze(0).to(device))
+        grid = downsample_labels(mask.unsqueeze(0).to(device), tuple(features.shape[-2:]))
+        labels = pair_labels(grid, radius)
+        aff = pair_affinities(features, radius)
+        for group, chosen in (("bg_pos", labels.bg_pos), ("fg_pos", labels.fg_pos),
+                              ("neg", labels.neg)):  # fmt: skip
+            a = aff[chosen].double()
+            positive = group != "neg"
+            nll = -torch.log(a + eps) if positive else -torch.log(1.0 + eps - a)
+            right = a > 0.5 if positive else a < 0.5
+            sums[group][0] += float(nll.sum())
+            sums[group][1] += int(right.sum())
+            sums[group][2] += int(a.numel())
+    net.train(was_training)
+    mean = {g: nll / pairs if pairs else 0.0 for g, (nll, _, pairs) in sums.items()}
+    row = {"val_loss": mean["bg_pos"] / 2 + mean["fg_pos"] / 2 + mean["neg"]}
+    for group, (_, right, pairs) in sums.items():
+        row[f"val_{group}_acc"] = right / pairs if pairs else float("nan")
+    return row
+
+
+def input_files(
+    dataset: VOCSegmentation,
+    classifier: str | os.PathLike | None,
+    val_dataset: VOCSegmentation | None = None,
+) -> InputFiles:
     """What the AffinityNet learns from: the images and seed masks of ``dataset`` and, when
-    its backbone is the classifier, the classifier file it starts from."""
+    its backbone is the classifier, the classifier file it starts from; and the validation
+    images and masks, whose scores the history holds."""
     files = dataset_files(dataset.root, dataset.ids, masks=True, mask_dir=dataset.mask_dir)
-    return {**files, "classifier": [classifier] if classifier is not None else []}
+    files = {**files, "classifier": [classifier] if classifier is not None else []}
+    if val_dataset is not None:
+        val = dataset_files(val_dataset.root, val_dataset.ids, masks=True)
+        files.update({f"val_{key}": paths for key, paths in val.items()})
+    return files
 
 
 def train(
@@ -231,13 +279,15 @@ def train(
     seed: int = 0,
     on_epoch_end: Callable[[int, dict], None] | None = None,
     inputs: InputFiles | None = None,
+    val_ds: Dataset | None = None,
 ) -> list[dict]:
     """Train ``net`` on ``train_ds`` (items (image [3, S, S], seed mask [S, S])); resume from
     ``out_dir/checkpoints/last.pt`` when it was written with the same ``cfg``, ``seed`` and
-    ``inputs`` (``input_files``; None for data held in memory). Writes ``history.csv`` and the
-    checkpoint every epoch and ``affinity.pt`` at the end. ``on_epoch_end(epoch, row)`` runs
-    after each epoch's checkpoint (raising there stops the run the way a kill does). Returns
-    the history.
+    ``inputs`` (``input_files``; None for data held in memory). With ``val_ds`` (items (image,
+    ground-truth mask)) every epoch ends with ``validate`` (its columns join the history).
+    Writes ``history.csv`` and the checkpoint every epoch and ``affinity.pt`` at the end.
+    ``on_epoch_end(epoch, row)`` runs after each epoch's checkpoint (raising there stops the
+    run the way a kill does). Returns the history.
     """
     _, tc = split_config(cfg)
     device = torch.device(device)
@@ -250,14 +300,18 @@ def train(
     steps_per_epoch = len(_loader(train_ds, tc, seed, 0, device))
 
     def run_epoch(epoch: int) -> dict[str, float]:
-        return train_one_epoch(
+        row = train_one_epoch(
             net, _loader(train_ds, tc, seed, epoch, device), optimizer, tc, device,
             first_step=epoch * steps_per_epoch, total_steps=tc.epochs * steps_per_epoch,
             desc=f"epoch {epoch + 1}/{tc.epochs}",
         )  # fmt: skip
+        if val_ds is not None and len(val_ds) > 0:
+            row.update(validate(net, val_ds, tc.radius, device))
+        return row
 
+    columns = HISTORY_COLUMNS + (VAL_COLUMNS if val_ds is not None and len(val_ds) > 0 else [])
     history = train_epochs(net, optimizer, fingerprint, tc.epochs, run_epoch, out_dir,
-                           HISTORY_COLUMNS, on_epoch_end, log)  # fmt: skip
+                           columns, on_epoch_end, log)  # fmt: skip
     extra = {"train_config": json.loads(json.dumps(dict(cfg), default=str)), "radius": tc.radius,
              "seed": seed}  # fmt: skip
     save_affinity_net(out_dir / MODEL_FILE, net, net_info, extra)

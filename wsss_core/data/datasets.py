@@ -4,6 +4,7 @@ their masks (AffinityNet on seeds, segmenter on pseudo masks)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -52,7 +53,8 @@ class VOCSegmentation(Dataset):
     """(image [3, H, W] float, mask [H, W] int64 with 255 ignore) pairs of a split.
 
     Masks come from ``SegmentationClass`` or, given ``mask_dir``, from ``<mask_dir>/<id>.png``
-    (pseudo masks for training the segmenter).
+    (pseudo masks for training the segmenter). ``ids`` keeps only those images of the split
+    (in their order), e.g. a validation sample.
     """
 
     def __init__(
@@ -61,9 +63,15 @@ class VOCSegmentation(Dataset):
         split: str,
         mask_dir: str | os.PathLike | None = None,
         transform: Compose | None = None,
+        ids: Sequence[str] | None = None,
     ) -> None:
         self.root = Path(root)
         self.ids = read_split(root, split)
+        if ids is not None:
+            unknown = sorted(set(ids) - set(self.ids))
+            if unknown:
+                raise ValueError(f"ids {unknown[:3]} are not in split '{split}' of {root}")
+            self.ids = list(ids)
         self.mask_dir = Path(mask_dir) if mask_dir is not None else None
         self.transform = transform if transform is not None else eval_transform(None)
 

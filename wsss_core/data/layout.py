@@ -60,6 +60,18 @@ def read_split(root: str | os.PathLike, split: str) -> list[str]:
     return ids
 
 
+def sample_ids(ids: list[str] | tuple[str, ...], count: int) -> list[str]:
+    """A fixed sample of ``count`` ids spread evenly over the list (first and last included);
+    all of them when ``count`` is at least their number (the report's figures, the
+    validation images of the AffinityNet and the segmenter)."""
+    if count <= 0 or not ids:
+        return []
+    if count >= len(ids):
+        return list(ids)
+    positions = np.linspace(0, len(ids) - 1, count).round().astype(int)
+    return [ids[p] for p in dict.fromkeys(positions.tolist())]
+
+
 def is_voc2012_tree(root: str | os.PathLike) -> bool:
     """True for a PASCAL VOC 2012 tree (JPEGImages, ImageSets and Annotations or masks)."""
     root = Path(root)

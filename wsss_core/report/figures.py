@@ -1,29 +1,39 @@
-"""Figures of the report: a sample grid through the stages, training curves, runtimes per rule.
+"""Figures of the report: the same train images through every stage, the relevance methods
+side by side, val predictions, training curves and runtimes per rule.
 
-Sample grid, one row per image, columns and the split each comes from:
+Sample grid (``samples_figure``), one row per train image (relevance maps, seeds and walk
+masks exist for the train split only), columns:
 
-============== ======================================================= ============
-column         source                                                  split
-============== ======================================================= ============
-image          ``JPEGImages/<id>.jpg``                                 train, val
-ground truth   ``SegmentationClass/<id>.png``                          train, val
-relevance map  max over classes of ``CamReader.upsampled(id)``, as a   train
-               heat overlay on the image
-seeds          CRF seeds ``<seeds_dir>/<id>.png``                      train
-random walk    random-walk pseudo mask ``<rw_dir>/<id>.png``           train
-segmenter      segmenter prediction ``<pred_dir>/<id>.png``            val
-============== ======================================================= ============
+=================== ===========================================================
+column              source
+=================== ===========================================================
+image               ``JPEGImages/<id>.jpg``
+ground truth        ``SegmentationClass/<id>.png``
+relevance: <class>  ``CamReader.upsampled(id)``, one panel per class of the image,
+                    as a heat overlay on the image (jet, 0 to the map's maximum)
+seeds               CRF seeds ``<seeds_dir>/<id>.png`` (white: unsure)
+random walk         random-walk pseudo mask ``<rw_dir>/<id>.png``
+segmenter           the segmenter's prediction of the image (``segmenter_masks``)
+=================== ===========================================================
 
-A panel whose source has nothing for an image (relevance maps, seeds and random-walk
-masks exist for the train split only, segmenter predictions for the val split only)
-is drawn blank with "n/a". Masks use the VOC palette; ignored pixels (255) are white.
+An image has as many relevance panels as classes; the grid has as many relevance columns
+as the image with most classes, and an image with fewer leaves the rest empty. A missing
+source is an error naming it (no panel is left out). Masks use the VOC palette with ignored
+or unsure pixels (255) white; a legend names each colour.
+
+Methods figure (``methods_figure``): one row per train image, the image, its ground truth,
+then the map of one class of the image (the one covering most ground-truth pixels) from
+each method's store. Val figure (``val_samples_figure``): image, ground truth and the
+segmenter's predictions without and with CRF, as scored.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -33,17 +43,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from wsss_core.data.layout import load_gt_mask, load_image  # noqa: E402
-from wsss_core.data.palette import IGNORE_INDEX, colorize, load_mask  # noqa: E402
+from wsss_core.data.layout import load_gt_mask, load_image, read_class_names  # noqa: E402
+from wsss_core.data.palette import IGNORE_INDEX, VOC_PALETTE, colorize, load_mask  # noqa: E402
 from wsss_core.io import atomic_path  # noqa: E402
 
 PathLike = str | os.PathLike
-Panel = np.ndarray | None  # RGB uint8 [H, W, 3], or None for "n/a"
 
 PANEL_INCHES = 1.6
-SAMPLE_COLUMNS = ("image", "ground truth", "relevance map", "seeds", "random walk", "segmenter")
+FONT_PT = 9  # every label, title and legend entry of the figures
+HEAT_CMAP = "jet"
 
 
 # --------------------------------------------------------------------------------------
@@ -61,7 +74,7 @@ def heat_overlay(image: np.ndarray, heat: np.ndarray, weight: float = 0.5) -> np
     """Blend a [0, 1] heat map (jet colours) over an RGB image: (1 - w) image + w heat."""
     if heat.shape != image.shape[:2]:
         raise ValueError(f"heat map {heat.shape} and image {image.shape[:2]} differ in size")
-    colours = plt.get_cmap("jet")(np.clip(heat, 0.0, 1.0))[..., :3] * 255.0
+    colours = plt.get_cmap(HEAT_CMAP)(np.clip(heat, 0.0, 1.0))[..., :3] * 255.0
     blended = (1.0 - weight) * image.astype(np.float64) + weight * colours
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
@@ -77,131 +90,274 @@ def mask_overlay(image: np.ndarray, mask: np.ndarray, weight: float = 0.5) -> np
     return np.where(marked[..., None], blended, image).astype(np.uint8)
 
 
-def relevance_heat(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Max over classes of [K, H, W] maps; an image without classes (K = 0) gives zeros."""
-    if maps.shape[0] == 0:
-        return np.zeros(size, dtype=np.float32)
-    return maps.max(axis=0)
+def palette_colour(label: int) -> tuple[float, float, float]:
+    """The VOC colour of ``label`` as matplotlib RGB in [0, 1]."""
+    r, g, b = VOC_PALETTE[3 * label : 3 * label + 3]
+    return (r / 255.0, g / 255.0, b / 255.0)
 
 
-def _mask_or_none(folder: PathLike | None, image_id: str) -> np.ndarray | None:
-    if folder is None:
-        return None
+def legend_entries(class_names: Sequence[str]) -> list[tuple[str, tuple[float, float, float]]]:
+    """(name, colour) of background, each class (label c + 1) and unsure / ignored (white)."""
+    entries = [("background", palette_colour(0))]
+    entries += [(name, palette_colour(c + 1)) for c, name in enumerate(class_names)]
+    return entries + [("unsure / ignored", (1.0, 1.0, 1.0))]
+
+
+def _mask_file(folder: PathLike, image_id: str, what: str, rule: str) -> np.ndarray:
     path = Path(folder) / f"{image_id}.png"
-    return load_mask(path) if path.is_file() else None
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist; re-run rule {rule}")
+    return load_mask(path)
+
+
+@dataclass
+class Panel:
+    """One picture of a grid and, optionally, its own title (else its column's, top row)."""
+
+    image: np.ndarray
+    title: str | None = None
 
 
 # --------------------------------------------------------------------------------------
-# Sample grid
+# Grid of panels, row labels, column titles, colour legend and heat bar
 
 
-def figure_grid(
-    rows: Sequence[Mapping[str, Panel]],
-    row_labels: Sequence[str] | None = None,
+def panel_grid(
+    rows: Sequence[Sequence[Panel | None]],
+    row_labels: Sequence[str],
+    column_titles: Sequence[str | None],
+    legend: Sequence[tuple[str, tuple[float, float, float]]] = (),
+    heat_bar: bool = False,
     panel_inches: float = PANEL_INCHES,
 ) -> Figure:
-    """A grid of panels: one row per mapping, columns named by the first row's keys.
-
-    Every row must have the same keys. A None panel is blank with "n/a". The figure is
-    ``columns * panel_inches`` wide and ``rows * panel_inches`` high.
-    """
-    if not rows:
-        raise ValueError("figure_grid needs at least one row")
-    columns = list(rows[0])
-    for i, row in enumerate(rows):
-        if list(row) != columns:
-            raise ValueError(f"row {i} has panels {list(row)}, expected {columns}")
-    if row_labels is not None and len(row_labels) != len(rows):
+    """A grid of panels laid out in inches: ``panel_inches`` square panels, labels at
+    ``FONT_PT`` points. ``rows[r][c]`` is a Panel or None (an empty slot: nothing drawn).
+    Column titles go above the top row; a panel's own title goes above it in any row.
+    Below the grid: the colour ``legend`` (name, RGB) and, with ``heat_bar``, the heat scale.
+    With no rows the figure says so."""
+    if len(row_labels) != len(rows):
         raise ValueError(f"{len(row_labels)} row labels for {len(rows)} rows")
-    fig = Figure(figsize=(len(columns) * panel_inches, len(rows) * panel_inches))
-    axes = fig.subplots(len(rows), len(columns), squeeze=False)
+    for i, row in enumerate(rows):
+        if len(row) != len(column_titles):
+            raise ValueError(f"row {i} has {len(row)} panels for {len(column_titles)} columns")
+    if not rows:
+        fig = Figure(figsize=(4.0, 1.0))
+        fig.text(0.5, 0.5, "no images sampled (config report)", ha="center", va="center",
+                 fontsize=FONT_PT)  # fmt: skip
+        return fig
+    ncols = len(column_titles)
+    title_in = 0.3  # room above every row for titles
+    left_in, right_in, gap_in = 0.35, 0.1, 0.06
+    legend_cols = max(1, min(len(legend), int((ncols * panel_inches) // 1.5)))
+    legend_rows = math.ceil(len(legend) / legend_cols) if legend else 0
+    footer_in = (0.15 + 0.22 * legend_rows if legend else 0.0) + (0.55 if heat_bar else 0.0)
+    width = left_in + ncols * panel_inches + (ncols - 1) * gap_in + right_in
+    height = len(rows) * (panel_inches + title_in) + footer_in + 0.05
+    fig = Figure(figsize=(width, height))
     for r, row in enumerate(rows):
-        for c, name in enumerate(columns):
-            ax = axes[r, c]
+        top = height - r * (panel_inches + title_in) - title_in
+        for c, panel in enumerate(row):
+            x = left_in + c * (panel_inches + gap_in)
+            ax = fig.add_axes(
+                (x / width, (top - panel_inches) / height, panel_inches / width,
+                 panel_inches / height)
+            )  # fmt: skip
             ax.set_xticks([])
             ax.set_yticks([])
-            panel = row[name]
             if panel is None:
-                ax.text(
-                    0.5, 0.5, "n/a", ha="center", va="center", color="0.5", transform=ax.transAxes
-                )
+                ax.set_axis_off()
             else:
-                ax.imshow(panel, interpolation="nearest")
-            if r == 0:
-                ax.set_title(name, fontsize=7)
-            if c == 0 and row_labels is not None:
-                ax.set_ylabel(row_labels[r], fontsize=6)
-    fig.subplots_adjust(
-        left=0.06, right=0.99, bottom=0.01, top=1 - 0.25 / len(rows), wspace=0.04, hspace=0.06
-    )
+                ax.imshow(panel.image, interpolation="nearest")
+                title = panel.title or (column_titles[c] if r == 0 else None)
+                if title:
+                    ax.set_title(title, fontsize=FONT_PT, pad=3)
+            if c == 0:
+                ax.set_ylabel(row_labels[r], fontsize=FONT_PT)
+    if legend:
+        handles = [Patch(facecolor=colour, edgecolor="0.3", label=name) for name, colour in legend]
+        above_bar = (0.55 if heat_bar else 0.0) / height
+        fig.legend(
+            handles=handles, ncol=legend_cols, fontsize=FONT_PT, frameon=False,
+            loc="lower left", bbox_to_anchor=(left_in / width, above_bar),
+            handlelength=1.2, columnspacing=1.0,
+        )  # fmt: skip
+    if heat_bar:
+        bar_width = min(2.0, ncols * panel_inches / 3)
+        cax = fig.add_axes((left_in / width, 0.3 / height, bar_width / width, 0.12 / height))
+        mappable = plt.cm.ScalarMappable(norm=Normalize(0.0, 1.0), cmap=HEAT_CMAP)
+        bar = fig.colorbar(mappable, cax=cax, orientation="horizontal")
+        bar.set_ticks([0.0, 0.5, 1.0])
+        bar.ax.tick_params(labelsize=FONT_PT)
+        cax.text(1.03, 0.5, "relevance (each map divided by its maximum)", fontsize=FONT_PT,
+                 va="center", transform=cax.transAxes)  # fmt: skip
     return fig
 
 
-def sample_ids(ids: Sequence[str], count: int) -> list[str]:
-    """A fixed sample of ``count`` ids spread evenly over the list (first and last included)."""
-    if count <= 0 or not ids:
-        return []
-    if count >= len(ids):
-        return list(ids)
-    positions = np.linspace(0, len(ids) - 1, count).round().astype(int)
-    return [ids[p] for p in dict.fromkeys(positions.tolist())]
+# --------------------------------------------------------------------------------------
+# The same train images through every stage
+
+
+def relevance_panels(
+    image: np.ndarray, maps: np.ndarray, classes: Sequence[int], class_names: Sequence[str]
+) -> list[Panel]:
+    """One heat overlay per class map of ``maps`` [K, H, W], titled with the class name."""
+    if maps.shape[0] != len(classes):
+        raise ValueError(f"{maps.shape[0]} maps for {len(classes)} classes")
+    return [
+        Panel(heat_overlay(image, heat), f"relevance: {class_names[c]}")
+        for heat, c in zip(maps, classes, strict=True)
+    ]
+
+
+def segmenter_masks(
+    model_path: PathLike,
+    data_root: PathLike,
+    ids: Sequence[str],
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    device: str = "cpu",
+) -> dict[str, np.ndarray]:
+    """The segmenter's label mask (argmax of ``wsss_core.segmenter.predict.predict``, as
+    rule predict_segmenter without CRF) of each image of ``ids``."""
+    from wsss_core.segmenter.model import load_segmenter
+    from wsss_core.segmenter.predict import predict
+
+    model, info = load_segmenter(model_path, device)
+    masks = {}
+    for image_id in ids:
+        probs = predict(model, load_image(data_root, image_id), info["mean"], info["std"],
+                        scales, flip)  # fmt: skip
+        masks[image_id] = probs.argmax(axis=0).astype(np.uint8)
+    return masks
+
+
+@dataclass
+class SampleRow:
+    """The panels of one train image through the stages."""
+
+    image_id: str
+    image: np.ndarray
+    truth: np.ndarray
+    relevance: list[Panel]
+    seeds: np.ndarray
+    walk: np.ndarray
+    prediction: np.ndarray
 
 
 def sample_rows(
     data_root: PathLike,
     ids: Sequence[str],
-    store_path: PathLike | None = None,
-    seeds_dir: PathLike | None = None,
-    rw_dir: PathLike | None = None,
-    pred_dir: PathLike | None = None,
-) -> list[dict[str, Panel]]:
-    """The panels of SAMPLE_COLUMNS for each id; a source without the id gives None."""
-    with contextlib.ExitStack() as stack:
-        reader = None
-        if store_path is not None:
-            from wsss_core.cams.store import CamReader
+    store_path: PathLike,
+    seeds_dir: PathLike,
+    rw_dir: PathLike,
+    predictions: Mapping[str, np.ndarray],
+) -> list[SampleRow]:
+    """Every stage's picture of each image; a source without the image is an error."""
+    class_names = read_class_names(data_root)
+    from wsss_core.cams.store import CamReader
 
-            reader = stack.enter_context(CamReader(store_path))
-        stored = set(reader.ids()) if reader is not None else set()
-        return [
-            _sample_row(data_root, i, reader if i in stored else None, seeds_dir, rw_dir, pred_dir)
-            for i in ids
-        ]
-
-
-def _sample_row(
-    data_root: PathLike,
-    image_id: str,
-    reader,
-    seeds_dir: PathLike | None,
-    rw_dir: PathLike | None,
-    pred_dir: PathLike | None,
-) -> dict[str, Panel]:
-    image = load_image(data_root, image_id)
-    heat = None
-    if reader is not None:
-        maps, _ = reader.upsampled(image_id)
-        heat = heat_overlay(image, relevance_heat(maps, image.shape[:2]))
-    masks = [_mask_or_none(folder, image_id) for folder in (seeds_dir, rw_dir, pred_dir)]
-    panels = [image, mask_rgb(load_gt_mask(data_root, image_id)), heat]
-    panels += [None if m is None else mask_rgb(m) for m in masks]
-    return dict(zip(SAMPLE_COLUMNS, panels, strict=True))
+    rows = []
+    with CamReader(store_path) as reader:
+        for image_id in ids:
+            image = load_image(data_root, image_id)
+            maps, classes = reader.upsampled(image_id)
+            if image_id not in predictions:
+                raise KeyError(f"no segmenter prediction of {image_id}")
+            rows.append(
+                SampleRow(
+                    image_id=image_id,
+                    image=image,
+                    truth=mask_rgb(load_gt_mask(data_root, image_id)),
+                    relevance=relevance_panels(image, maps, classes, class_names),
+                    seeds=mask_rgb(_mask_file(seeds_dir, image_id, "seed mask", "gather_seeds")),
+                    walk=mask_rgb(_mask_file(rw_dir, image_id, "random-walk mask", "gather_walk")),
+                    prediction=mask_rgb(predictions[image_id]),
+                )
+            )
+    return rows
 
 
-def samples_figure(
-    data_root: PathLike,
-    train_ids: Sequence[str],
-    val_ids: Sequence[str],
-    store_path: PathLike | None = None,
-    seeds_dir: PathLike | None = None,
-    rw_dir: PathLike | None = None,
-    pred_dir: PathLike | None = None,
+def samples_figure(rows: Sequence[SampleRow], class_names: Sequence[str]) -> Figure:
+    """The sample grid of ``sample_rows`` with the class-colour legend and the heat scale."""
+    slots = max((len(row.relevance) for row in rows), default=0)
+    titles = ["image", "ground truth", *[None] * slots, "seeds", "random walk", "segmenter"]
+    grid = [
+        [
+            Panel(row.image),
+            Panel(row.truth),
+            *row.relevance,
+            *[None] * (slots - len(row.relevance)),
+            Panel(row.seeds),
+            Panel(row.walk),
+            Panel(row.prediction),
+        ]  # fmt: skip
+        for row in rows
+    ]
+    return panel_grid(grid, [row.image_id for row in rows], titles,
+                      legend_entries(class_names), heat_bar=slots > 0)  # fmt: skip
+
+
+def val_samples_figure(
+    data_root: PathLike, ids: Sequence[str], pred_dir: PathLike, crf_dir: PathLike
 ) -> Figure:
-    """The sample grid: train images first, then val images; rows labelled ``id (split)``."""
-    ids = [*train_ids, *val_ids]
-    labels = [f"{i} (train)" for i in train_ids] + [f"{i} (val)" for i in val_ids]
-    rows = sample_rows(data_root, ids, store_path, seeds_dir, rw_dir, pred_dir)
-    return figure_grid(rows, labels)
+    """Val images as the segmenter was scored: image, ground truth, prediction, + CRF."""
+    grid = []
+    for image_id in ids:
+        grid.append([
+            Panel(load_image(data_root, image_id)),
+            Panel(mask_rgb(load_gt_mask(data_root, image_id))),
+            Panel(mask_rgb(_mask_file(pred_dir, image_id, "prediction", "predict_segmenter"))),
+            Panel(mask_rgb(_mask_file(crf_dir, image_id, "prediction", "predict_segmenter"))),
+        ])  # fmt: skip
+    titles = ["image", "ground truth", "segmenter", "segmenter + CRF"]
+    return panel_grid(grid, list(ids), titles, legend_entries(read_class_names(data_root)))
+
+
+# --------------------------------------------------------------------------------------
+# Relevance methods side by side
+
+
+def shown_class(classes: Sequence[int], truth: np.ndarray) -> int:
+    """The class of ``classes`` (0-based) covering most ground-truth pixels (label c + 1);
+    the first on a tie or when none is in the mask."""
+    if not classes:
+        raise ValueError("the image has no class to show")
+    areas = [int((truth == c + 1).sum()) for c in classes]
+    return classes[int(np.argmax(areas))]
+
+
+def methods_figure(
+    data_root: PathLike, ids: Sequence[str], stores: Mapping[str, PathLike]
+) -> Figure:
+    """One row per image: image, ground truth, then each method's map of the image's
+    ``shown_class`` (row label ``id: class``), one column per method in ``stores`` order."""
+    if not stores:
+        raise ValueError("methods_figure needs at least one relevance store")
+    from wsss_core.cams.store import CamReader
+
+    class_names = read_class_names(data_root)
+    grid, labels = [], []
+    with contextlib.ExitStack() as stack:
+        readers = {m: stack.enter_context(CamReader(p)) for m, p in stores.items()}
+        for image_id in ids:
+            image = load_image(data_root, image_id)
+            truth = load_gt_mask(data_root, image_id)
+            row = [Panel(image), Panel(mask_rgb(truth))]
+            shown = None
+            for method, reader in readers.items():
+                maps, classes = reader.upsampled(image_id)
+                if shown is None:
+                    shown = shown_class(classes, truth)
+                if shown not in classes:
+                    raise ValueError(
+                        f"cam store {stores[method]} has no map of class {class_names[shown]} "
+                        f"for {image_id}; rerun extract_cams and gather_cams for {method}"
+                    )
+                row.append(Panel(heat_overlay(image, maps[classes.index(shown)])))
+            grid.append(row)
+            labels.append(f"{image_id}: {class_names[shown]}")
+    titles = ["image", "ground truth", *stores]
+    return panel_grid(grid, labels, titles, legend_entries(class_names), heat_bar=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -230,39 +386,47 @@ def read_history(path: PathLike) -> pd.DataFrame:
     return frame
 
 
-def training_curves(history_csvs: Mapping[str, PathLike], panel_inches: float = 2.6) -> Figure:
-    """One panel per network: losses per epoch (train_loss, val_loss) on the left axis,
-    other validation metrics (val_*) dashed on the right axis."""
+def is_metric_column(column: str) -> bool:
+    """A validation metric of a history (``val_*`` that is no loss)."""
+    return column.startswith("val_") and not column.endswith("_loss")
+
+
+def training_curves(history_csvs: Mapping[str, PathLike], panel_inches: float = 2.8) -> Figure:
+    """One column per network: its losses per epoch on top (``train_loss`` solid,
+    ``val_loss`` dashed), every validation metric (``val_*`` but losses) below; a network
+    without validation metrics says so in that panel."""
     if not history_csvs:
         raise ValueError("training_curves needs at least one history")
-    fig = Figure(figsize=(len(history_csvs) * panel_inches * 1.3, panel_inches))
-    axes = fig.subplots(1, len(history_csvs), squeeze=False)[0]
-    for ax, (name, path) in zip(axes, history_csvs.items(), strict=True):
+    ncols = len(history_csvs)
+    fig = Figure(figsize=(ncols * panel_inches * 1.25, 2 * panel_inches + 0.4))
+    axes = fig.subplots(2, ncols, squeeze=False)
+    for c, (name, path) in enumerate(history_csvs.items()):
         history = read_history(path)
-        for column in ("train_loss", "val_loss"):
+        top, bottom = axes[0, c], axes[1, c]
+        for column, style in (("train_loss", "-"), ("val_loss", "--")):
             if column in history.columns:
-                ax.plot(history["epoch"], history[column], marker=".", label=column)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.set_ylabel("loss", fontsize=8)
-        ax.tick_params(labelsize=7)
-        metrics = [c for c in history.columns if c.startswith("val_") and c != "val_loss"]
-        handles, labels = ax.get_legend_handles_labels()
+                top.plot(history["epoch"], history[column], linestyle=style, marker="o",
+                         markersize=3, label=column)  # fmt: skip
+        top.set_title(name, fontsize=FONT_PT + 1)
+        top.set_ylabel("loss", fontsize=FONT_PT)
+        top.legend(fontsize=FONT_PT, loc="best")
+        metrics = [col for col in history.columns if is_metric_column(col)]
+        for i, column in enumerate(metrics):
+            bottom.plot(history["epoch"], history[column], linestyle="--", marker="o",
+                        markersize=3, color=f"C{i + 2}", label=column)  # fmt: skip
         if metrics:
-            right = ax.twinx()
-            for i, column in enumerate(metrics):
-                right.plot(
-                    history["epoch"],
-                    history[column],
-                    linestyle="--",
-                    color=f"C{i + 2}",
-                    label=column,
-                )
-            right.set_ylabel("metric", fontsize=8)
-            right.tick_params(labelsize=7)
-            more_handles, more_labels = right.get_legend_handles_labels()
-            handles, labels = handles + more_handles, labels + more_labels
-        ax.legend(handles, labels, fontsize=6, loc="best")
+            bottom.legend(fontsize=FONT_PT, loc="best")
+            bottom.set_ylabel("validation metric", fontsize=FONT_PT)
+        else:
+            bottom.text(0.5, 0.5, "no validation metric", ha="center", va="center",
+                        fontsize=FONT_PT, color="0.4", transform=bottom.transAxes)  # fmt: skip
+        for ax in (top, bottom):
+            ax.set_xlabel("epoch", fontsize=FONT_PT)
+            ax.tick_params(labelsize=FONT_PT)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if len(history) == 1:
+                ax.set_xlim(history["epoch"].iloc[0] - 1, history["epoch"].iloc[0] + 1)
+            ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
@@ -306,13 +470,17 @@ def runtime_table(benchmark_tsvs: Sequence[PathLike]) -> pd.DataFrame:
 def runtime_chart(benchmark_tsvs: Sequence[PathLike]) -> tuple[Figure, pd.DataFrame]:
     """Horizontal bars of the seconds per rule, and the table behind them (``runtime_table``)."""
     table = runtime_table(benchmark_tsvs)
-    fig = Figure(figsize=(6.0, 0.8 + 0.25 * len(table)))
+    fig = Figure(figsize=(7.0, 0.9 + 0.28 * len(table)))
     ax = fig.subplots()
     ax.barh(table["rule"][::-1], table["seconds"][::-1], color="C0")
-    ax.set_xlabel("seconds (sum over a rule's jobs)", fontsize=8)
-    ax.tick_params(labelsize=7)
-    for y, seconds in enumerate(table["seconds"][::-1]):
-        ax.text(seconds, y, f" {seconds:.1f}", va="center", fontsize=6)
+    ax.set_xlabel("seconds (sum over a rule's jobs)", fontsize=FONT_PT)
+    ax.tick_params(labelsize=FONT_PT)
+    ax.set_xlim(0, table["seconds"].max() * 1.3)
+    for y, (seconds, jobs) in enumerate(
+        zip(table["seconds"][::-1], table["jobs"][::-1], strict=True)
+    ):
+        text = f" {seconds:.1f} s" + (f" ({jobs} jobs)" if jobs > 1 else "")
+        ax.text(seconds, y, text, va="center", fontsize=FONT_PT)
     fig.tight_layout()
     return fig, table
 

@@ -23,7 +23,7 @@ from wsss_core.data.palette import save_mask
 from wsss_core.seeds.crf import CRFParams, dense_crf
 
 
-def _normalised(
+def normalised(
     images: Sequence[np.ndarray], mean: Sequence[float], std: Sequence[float], device
 ) -> torch.Tensor:
     """uint8 [H, W, 3] images of one size -> normalised float [B, 3, H, W] on ``device``."""
@@ -57,7 +57,7 @@ def predict_batch(
     if len(images) == 0:
         raise ValueError("no images to predict")
     device = next(model.parameters()).device
-    x = _normalised(images, mean, std, device)
+    x = normalised(images, mean, std, device)
     batch = x.shape[0]
     height, width = images[0].shape[:2]
     total: torch.Tensor | None = None

@@ -4,9 +4,13 @@ One config mapping (the ``segmenter.net`` section) holds the architecture keys o
 ``SegmenterConfig`` and the training keys of ``TrainConfig``; any other key is an
 error that names it. The learning rate decays per step with the poly schedule
 (DeepLab's (1 - step/total)^0.9); the backbone runs at ``backbone_lr_mult`` times
-the head's rate. A checkpoint is written after every epoch (``wsss_core.train.loop``):
-a rerun with the same config, seed, pseudo masks, images and backbone file ends with
-the same weights as an uninterrupted one.
+the head's rate. Given a validation split, every epoch ends with ``validate`` on a fixed
+sample of ``val_images`` of its images (single scale, no flip, no CRF: cheaper than
+predict_segmenter): the cross-entropy against the ground truth and the mIoU and pixel
+accuracy (fractions), columns ``val_loss``, ``val_mIoU``, ``val_pixel_accuracy`` of the
+history; it draws no random number and changes no weight. A checkpoint is written after
+every epoch (``wsss_core.train.loop``): a rerun with the same config, seed, pseudo masks,
+images and backbone file ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -14,19 +18,28 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
 from wsss_core.config import schema_field
 from wsss_core.data.datasets import VOCSegmentation
-from wsss_core.data.layout import mask_path, read_class_names
+from wsss_core.data.layout import (
+    load_gt_mask,
+    load_image,
+    mask_path,
+    read_class_names,
+    read_split,
+    sample_ids,
+)
 from wsss_core.data.transforms import train_transform
+from wsss_core.evaluate.metrics import ConfusionMatrix
 from wsss_core.runtime import seed_everything
 from wsss_core.segmenter.model import (
     DeepLabV3Plus,
@@ -35,6 +48,7 @@ from wsss_core.segmenter.model import (
     save_segmenter,
     segmentation_loss,
 )
+from wsss_core.segmenter.predict import normalised
 from wsss_core.train.digest import InputFiles, dataset_files
 from wsss_core.train.loop import Fingerprint, epoch_loader, train_epochs
 from wsss_core.train.schedules import poly
@@ -43,6 +57,7 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "segmenter.pt"
 HISTORY_COLUMNS = ["epoch", "train_loss", "lr"]
+VAL_COLUMNS = ["val_loss", "val_mIoU", "val_pixel_accuracy"]
 
 
 @dataclass
@@ -61,6 +76,7 @@ class TrainConfig:
     weight_decay: float = schema_field("segmenter.net.weight_decay")
     poly_power: float = schema_field("segmenter.net.poly_power")
     num_workers: int = schema_field("segmenter.net.num_workers")
+    val_images: int = schema_field("segmenter.net.val_images")
     mean: list[float] = schema_field("segmenter.net.mean")
     std: list[float] = schema_field("segmenter.net.std")
 
@@ -79,8 +95,10 @@ class TrainConfig:
         for key in ("lr", "backbone_lr_mult"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"config key segmenter.net.{key} must be > 0")
-        if self.num_workers < 0:
-            raise ValueError("config key segmenter.net.num_workers must be >= 0")
+        for key in ("num_workers", "val_images"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"config key segmenter.net.{key} must be an integer >= 0")
 
 
 def parse_config(cfg: dict[str, Any], num_classes: int) -> tuple[SegmenterConfig, TrainConfig]:
@@ -172,6 +190,34 @@ def train_one_epoch(
     return loss_sum / max(steps, 1), lr
 
 
+@torch.no_grad()
+def validate(
+    model: DeepLabV3Plus,
+    data_root: str | os.PathLike,
+    ids: Sequence[str],
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
+) -> dict[str, float]:
+    """Score ``model`` on the ground truth of ``ids``, one image at a time at its own size
+    (single scale, no flip): mean cross-entropy per image (255 ignored), and the mIoU and
+    pixel accuracy of the argmax over all images (fractions)."""
+    model.eval()
+    num_classes = model.cfg.num_classes
+    matrix = ConfusionMatrix(num_classes)
+    loss_sum = 0.0
+    for image_id in ids:
+        image = load_image(data_root, image_id)
+        truth = load_gt_mask(data_root, image_id, num_classes=num_classes)
+        logits = model(normalised([image], mean, std, device))
+        target = torch.from_numpy(truth.astype(np.int64))[None].to(device)
+        loss_sum += float(segmentation_loss(logits, target))
+        matrix.update(logits.argmax(dim=1)[0].cpu().numpy(), truth)
+    scores = matrix.scores()
+    return {"val_loss": loss_sum / max(len(ids), 1), "val_mIoU": scores.miou,
+            "val_pixel_accuracy": scores.pixel_accuracy}  # fmt: skip
+
+
 @dataclass
 class TrainResult:
     model: DeepLabV3Plus
@@ -189,12 +235,15 @@ def train_segmenter(
     device: str | torch.device = "cpu",
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     show_progress: bool = True,
+    val_split: str | None = None,
 ) -> TrainResult:
     """Train on ``<mask_dir>/<id>.png`` for the ids of ``split``; write into ``out_dir``.
 
-    Writes ``checkpoints/last.pt`` and ``history.csv`` (epoch, train_loss, lr) after each
-    epoch and ``segmenter.pt`` at the end. A checkpoint of another config, seed, split,
-    masks, images or backbone file (``input_files``) is set aside and training restarts.
+    Writes ``checkpoints/last.pt`` and ``history.csv`` (epoch, train_loss, lr and, with
+    ``val_split`` and ``val_images`` > 0, the ``validate`` columns on ``val_images`` images
+    spread evenly over ``val_split``) after each epoch and ``segmenter.pt`` at the end. A
+    checkpoint of another config, seed, split, masks, images, validation images or backbone
+    file (``input_files``) is set aside and training restarts.
     """
     device = torch.device(device)
     out_dir = Path(out_dir)
@@ -219,8 +268,15 @@ def train_segmenter(
     seed_everything(seed)  # the initial weights are drawn from the seed
     model = build_segmenter(net_cfg).to(device)
     optimizer = make_optimizer(model, cfg)
+    val_ids = []
+    if val_split is not None and cfg.val_images > 0:
+        val_ids = sample_ids(read_split(data_root, val_split), cfg.val_images)
     settings = {"net": net_cfg.to_dict(), "train": asdict(cfg), "split": split}
-    fingerprint = Fingerprint.of(settings, seed, input_files(dataset, net_cfg))
+    inputs = input_files(dataset, net_cfg)
+    if val_ids:
+        val_files = dataset_files(data_root, val_ids, masks=True)
+        inputs.update({f"val_{key}": paths for key, paths in val_files.items()})
+    fingerprint = Fingerprint.of(settings, seed, inputs)
 
     def run_epoch(epoch: int) -> dict[str, float]:
         loader = epoch_loader(dataset, cfg.batch_size, seed, epoch, drop_last=True,
@@ -228,13 +284,17 @@ def train_segmenter(
         batches = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show_progress)
         first, total = epoch * steps_per_epoch, cfg.epochs * steps_per_epoch
         loss, lr = train_one_epoch(model, batches, optimizer, first, total, cfg.poly_power, device)
-        return {"train_loss": loss, "lr": lr}
+        row = {"train_loss": loss, "lr": lr}
+        if val_ids:
+            row.update(validate(model, data_root, val_ids, cfg.mean, cfg.std, device))
+        return row
 
+    columns = HISTORY_COLUMNS + (VAL_COLUMNS if val_ids else [])
     history = train_epochs(model, optimizer, fingerprint, cfg.epochs, run_epoch, out_dir,
-                           HISTORY_COLUMNS, on_epoch_end, log)  # fmt: skip
+                           columns, on_epoch_end, log)  # fmt: skip
     model_path = out_dir / MODEL_NAME
     info = {"class_names": class_names, "mean": list(cfg.mean), "std": list(cfg.std)}
     save_segmenter(model_path, model, {**info, "epochs": cfg.epochs, "train_config": asdict(cfg)})
     model.eval()
-    history_df = pd.DataFrame(history, columns=HISTORY_COLUMNS)
+    history_df = pd.DataFrame(history, columns=columns)
     return TrainResult(model=model, history=history_df, model_path=model_path)

@@ -20,14 +20,21 @@ from wsss_core.affinity.net import (
     load_affinity_net,
 )
 from wsss_core.affinity.pairs import pair_affinities
-from wsss_core.affinity.train import input_files, split_config, train
+from wsss_core.affinity.train import (
+    HISTORY_COLUMNS,
+    VAL_COLUMNS,
+    input_files,
+    split_config,
+    train,
+    validate,
+)
 from wsss_core.cams.store import CamRecord, write_store
 from wsss_core.classifier.model import build_classifier, save_classifier
 from wsss_core.data.datasets import VOCSegmentation
 from wsss_core.data.layout import load_gt_mask, read_split
 from wsss_core.data.palette import load_mask
 from wsss_core.data.synthetic import generate_dataset
-from wsss_core.data.transforms import train_transform
+from wsss_core.data.transforms import eval_transform, train_transform
 
 ROOT = Path(__file__).resolve().parents[3]
 CLS_CFG = {"backbone": "hybrid_tiny", "num_classes": 3, "img_size": 32, "pretrained": False}
@@ -221,3 +228,64 @@ def test_scripts_train_then_walk(dataset, tmp_path):
         "--seed", "0", "--device", "cpu", "--out-dir", str(tmp_path / "aff2"),
     ])  # fmt: skip
     assert code == 2 and not (tmp_path / "aff2" / "affinity.pt").exists()
+
+
+class _FixedFeatures(torch.nn.Module):
+    """A net whose features are always ``features`` [1, D, h, w], whatever the image."""
+
+    def __init__(self, features: torch.Tensor) -> None:
+        super().__init__()
+        self.features = features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.features.expand(images.shape[0], -1, -1, -1)
+
+
+def test_validate_scores_ground_truth_pairs_by_hand():
+    # a 2 x 2 grid, radius 2: pairs (0,0)-(0,1) background, (0,0)-(1,0) and (0,1)-(1,0)
+    # negative; every pair touching the ignored cell (1,1) left out
+    features = torch.tensor([[[[0.0, 0.1], [0.72, 5.0]]]])
+    mask = torch.tensor([[0, 0], [1, 255]])
+    net = _FixedFeatures(features).train()
+    row = validate(net, [(torch.zeros(3, 8, 8), mask)], radius=2, device=torch.device("cpu"))
+    assert net.training  # back in the mode it came in
+    a_bg = np.exp(-0.1)  # 0.905: right (> 0.5)
+    a_neg = [np.exp(-0.72), np.exp(-0.62)]  # 0.487 right (< 0.5), 0.538 wrong
+    eps = 1e-5
+    expected = -np.log(a_bg + eps) / 2 + np.mean([-np.log(1 + eps - a) for a in a_neg])
+    assert row["val_loss"] == pytest.approx(expected, rel=1e-6)
+    assert row["val_bg_pos_acc"] == 1.0
+    assert np.isnan(row["val_fg_pos_acc"])  # no foreground pair
+    assert row["val_neg_acc"] == 0.5
+    # two images pool their pairs: the same image twice scores the same
+    twice = validate(net, [(torch.zeros(3, 8, 8), mask)] * 2, 2, torch.device("cpu"))
+    assert twice["val_loss"] == pytest.approx(row["val_loss"])
+    assert twice["val_neg_acc"] == 0.5
+
+
+def test_training_with_validation_adds_its_columns(dataset, tmp_path):
+    cfg = {"vit_blocks": [-1], "taps": [STEM_TAP], "level_dim": 8, "feature_dim": 8,
+           "output_stride": 4, "radius": 3, "epochs": 2, "batch_size": 4}  # fmt: skip
+    model, info = tiny_classifier()
+    net_cfg, tc = split_config(cfg)
+    net, net_info = build_affinity_net(net_cfg, model, info)
+    transform = train_transform(32, tc.scale_range, net_info["mean"], net_info["std"], 0.0)
+    ds = VOCSegmentation(dataset, "train", transform=transform)
+    val_transform = eval_transform(32, net_info["mean"], net_info["std"])
+    val_ds = VOCSegmentation(
+        dataset, "val", ids=read_split(dataset, "val")[:1], transform=val_transform
+    )
+    inputs = input_files(ds, None, val_ds)
+    assert [p.name for p in inputs["val_masks"]] == [f"{read_split(dataset, 'val')[0]}.png"]
+    history = train(net, net_info, ds, cfg, tmp_path, "cpu", seed=0, inputs=inputs, val_ds=val_ds)
+    frame = pd.read_csv(tmp_path / "history.csv")
+    assert list(frame.columns) == [*HISTORY_COLUMNS, *VAL_COLUMNS]
+    assert frame["val_loss"].tolist() == pytest.approx([r["val_loss"] for r in history])
+    assert ((frame["val_neg_acc"] >= 0) & (frame["val_neg_acc"] <= 1)).all()
+    # validation draws no random number: the weights equal those of a run without it
+    model, info = tiny_classifier()
+    plain, _ = build_affinity_net(net_cfg, model, info)
+    train(plain, net_info, ds, cfg, tmp_path / "plain", "cpu", seed=0, inputs=input_files(ds, None))
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, plain.state_dict()[key]), key
+    assert list(pd.read_csv(tmp_path / "plain" / "history.csv").columns) == HISTORY_COLUMNS

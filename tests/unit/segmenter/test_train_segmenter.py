@@ -11,20 +11,25 @@ import pytest
 import torch
 from workflow_utils import load_script
 
-from wsss_core.data.layout import read_class_names
+from wsss_core.data.layout import load_gt_mask, read_class_names, read_split
 from wsss_core.data.palette import save_mask
 from wsss_core.data.synthetic import generate_dataset
 from wsss_core.segmenter.model import build_segmenter, load_segmenter
 from wsss_core.segmenter.train import (
+    HISTORY_COLUMNS,
+    VAL_COLUMNS,
     TrainConfig,
     make_optimizer,
     parse_config,
     set_poly_lr,
     train_segmenter,
+    validate,
 )
 from wsss_core.train.schedules import poly
 
 torch.set_num_threads(1)
+
+CONFIG_MEAN, CONFIG_STD = list(TrainConfig().mean), list(TrainConfig().std)
 
 
 CONFIG = {
@@ -104,6 +109,57 @@ def test_history_records_poly_rates_and_finite_losses(data, tmp_path):
     assert model.cfg.num_classes == 3
 
 
+class _Constant(torch.nn.Module):
+    """A segmenter whose logits are ``logits`` [C] at every pixel of any image."""
+
+    def __init__(self, logits: list[float]) -> None:
+        super().__init__()
+        self.logits = torch.tensor(logits)
+        self.cfg = type("Cfg", (), {"num_classes": len(logits)})()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.view(1, -1, 1, 1).expand(x.shape[0], -1, *x.shape[-2:])
+
+
+def test_validate_scores_by_hand(data):
+    ids = read_split(data, "val")
+    # every pixel called background with logits (1, 0, 0): cross-entropy -log softmax
+    row = validate(_Constant([1.0, 0.0, 0.0]), data, ids, [0.5] * 3, [0.25] * 3, "cpu")
+    truths = np.stack([load_gt_mask(data, i) for i in ids])
+    labelled = truths != 255
+    background = (truths == 0).sum() / labelled.sum()
+    p_bg = np.exp(1) / (np.exp(1) + 2)
+    per_image = [
+        (np.where(t[t != 255] == 0, -np.log(p_bg), -np.log(1 / (np.exp(1) + 2)))).mean()
+        for t in truths
+    ]
+    assert row["val_loss"] == pytest.approx(np.mean(per_image), rel=1e-5)
+    assert row["val_pixel_accuracy"] == pytest.approx(background)
+    present = len({int(v) for v in np.unique(truths[labelled])})
+    # background IoU = its share of the pixels; each other class present: IoU 0
+    assert row["val_mIoU"] == pytest.approx(background / present)
+
+
+def test_history_holds_validation_columns_and_the_same_weights(data, tmp_path):
+    with_val = _train(data, tmp_path / "val", val_split="val")
+    history = pd.read_csv(tmp_path / "val" / "history.csv")
+    assert list(history.columns) == [*HISTORY_COLUMNS, *VAL_COLUMNS]
+    assert history[VAL_COLUMNS].notna().all().all()
+    assert ((history["val_mIoU"] >= 0) & (history["val_mIoU"] <= 1)).all()
+    model, _ = load_segmenter(with_val.model_path)
+    again = validate(model, data, read_split(data, "val"), CONFIG_MEAN, CONFIG_STD, "cpu")
+    assert again["val_mIoU"] == pytest.approx(history["val_mIoU"].iloc[-1])
+    # validation draws no random number and changes no weight
+    plain = _train(data, tmp_path / "plain")
+    for key, value in torch.load(plain.model_path, weights_only=True)["state_dict"].items():
+        assert torch.equal(
+            value, torch.load(with_val.model_path, weights_only=True)["state_dict"][key]
+        )
+    # val_images 0: no validation
+    _train(data, tmp_path / "none", config={**CONFIG, "val_images": 0}, val_split="val")
+    assert list(pd.read_csv(tmp_path / "none" / "history.csv").columns) == HISTORY_COLUMNS
+
+
 def test_optimizer_groups_follow_poly_and_backbone_multiplier():
     net, cfg = parse_config({**CONFIG, "backbone_lr_mult": 0.1, "lr": 0.5}, num_classes=3)
     model = build_segmenter(net)
@@ -131,6 +187,8 @@ def test_config_errors_name_the_key():
         parse_config({"optimizer": "rmsprop"}, num_classes=3)
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=1).validate()
+    with pytest.raises(ValueError, match="segmenter.net.val_images"):
+        TrainConfig(val_images=-1).validate()
 
 
 def test_missing_pseudo_masks_are_named(data, tmp_path):
