@@ -4,7 +4,10 @@ Sweeps the background parameter (a fixed background score, or the exponent alpha
 (1 - max_c map_c)^alpha), keeps the one with the best mIoU and writes: the per-class
 table at that parameter (CSV + Markdown), the sweep table (parameter, mIoU, ...), and a
 one-row summary (stage "relevance map", method, split, means, and the best parameter in a
-column named after the mode: ``threshold`` or ``alpha``).
+column named after the mode: ``threshold`` or ``alpha``). With cams.eval.holdout_every = n,
+the summary also holds the parameter chosen on every n-th image (``holdout_threshold``) and
+the mIoU it gives on the other images (``holdout_mIoU``): the score without the choice seeing
+the scored images.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from wsss_core.data.layout import read_class_names, read_split
 from wsss_core.evaluate.masks import stage_tables
 from wsss_core.evaluate.sweep import (
     best_threshold,
+    holdout_choice,
+    merge_sweeps,
+    split_holdout,
     sweep_thresholds,
 )
 from wsss_core.io import write_table
@@ -43,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", required=True, help="config key data.train_split")
     parser.add_argument(
         "--config-json", required=True,
-        help="config keys cams.eval.{mode, values} as a JSON object: background scores "
-        f"(mode threshold) or alphas (mode alpha); modes: {', '.join(MODES)}",
+        help="config keys cams.eval.{mode, values, holdout_every} as a JSON object: background "
+        f"scores (mode threshold) or alphas (mode alpha); modes: {', '.join(MODES)}",
     )  # fmt: skip
     parser.add_argument("--method", default=None, help="method name (default: the store's)")
     parser.add_argument("--out-csv", required=True, help="per-class table at the best value")
@@ -53,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-summary", required=True, help="one-row summary CSV")
     args = parser.parse_args(argv)
 
-    cfg = config_json(args.config_json, "cams.eval", ("mode", "values"))
+    cfg = config_json(args.config_json, "cams.eval", ("mode", "values", "holdout_every"))
     args.mode, values = cfg["mode"], [float(v) for v in cfg["values"]]
     if args.mode not in MODES:
         parser.error(f"cams.eval.mode must be one of {', '.join(MODES)}, got {args.mode!r}")
@@ -63,13 +69,29 @@ def main(argv: list[str] | None = None) -> int:
         method = args.method or reader.method
     log.info("%s: %d %s images, %s sweep over %s", method, len(ids), args.split, args.mode, values)
 
-    sweep = sweep_thresholds(
-        args.store, args.data_root, ids, len(class_names) + 1, values, args.mode, progress=True
-    )
+    num_classes = len(class_names) + 1
+    extra: dict[str, object] = {}
+    if cfg["holdout_every"]:
+        held_ids, scored_ids = split_holdout(ids, cfg["holdout_every"])
+        held, scored = (
+            sweep_thresholds(args.store, args.data_root, part, num_classes, values, args.mode,
+                             progress=True)
+            for part in (held_ids, scored_ids)
+        )  # fmt: skip
+        sweep = merge_sweeps(held, scored)
+        chosen, chosen_cm = holdout_choice(held, scored)
+        extra = {f"holdout_{args.mode}": chosen, "holdout_mIoU": 100 * chosen_cm.scores().miou}
+        log.info("%s: %s %g chosen on %d held-out images, mIoU %.2f on the other %d",
+                 method, args.mode, chosen, len(held_ids), extra["holdout_mIoU"],
+                 len(scored_ids))  # fmt: skip
+    else:
+        sweep = sweep_thresholds(
+            args.store, args.data_root, ids, num_classes, values, args.mode, progress=True
+        )
     sweep_table = sweep_frame(sweep, args.mode)
     best, cm = best_threshold(sweep)
     summary, per_class = stage_tables(
-        cm, class_names, STAGE, method, args.split, extra={args.mode: best}
+        cm, class_names, STAGE, method, args.split, extra={args.mode: best, **extra}
     )
     write_table(per_class, args.out_csv, args.out_md)
     write_table(sweep_table, args.out_sweep)

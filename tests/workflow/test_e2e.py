@@ -27,6 +27,8 @@ from workflow_utils import (
     tensors_equal,
 )
 
+from wsss_core.data.layout import read_split
+from wsss_core.evaluate.sweep import best_threshold, split_holdout, sweep_thresholds
 from wsss_core.report.tables import format_value
 
 IGNORE = 255
@@ -295,6 +297,22 @@ def test_cams_comparison_uses_each_methods_best_threshold(tiny_run: WorkflowRun)
         per_class = pd.read_csv(tables / f"cams_{method}.csv").set_index("class")["IoU"]
         for name, iou in per_class.items():
             assert comparison.loc[method, name] == iou
+        for column in ("holdout_threshold", "holdout_mIoU"):
+            assert row[column] == comparison.loc[method, column]
+    # the held-out choice, recomputed from the store: chosen on every n-th image, scored on the rest
+    method = cams["methods"][0]
+    root = tiny_run.results / "data" / "synthetic"
+    ids = read_split(root, tiny_run.config["data"]["train_split"])
+    num_classes = tiny_run.config["data"]["synthetic"]["num_classes"] + 1
+    held, scored = (
+        sweep_thresholds(tiny_run.results / "cams" / f"{method}.h5", root, part, num_classes,
+                         cams["eval"]["values"])
+        for part in split_holdout(ids, cams["eval"]["holdout_every"])
+    )  # fmt: skip
+    chosen = best_threshold(held)[0]
+    row = summary.loc[("relevance map", method)]
+    assert row["holdout_threshold"] == pytest.approx(chosen)
+    assert row["holdout_mIoU"] == pytest.approx(100 * scored[chosen].scores().miou)
 
 
 REPORTED = {

@@ -139,6 +139,7 @@ def stage_tables(
 
 
 COMPARISON_PARAMETERS = ("threshold", "alpha")
+HOLDOUT_COLUMNS = ("holdout_threshold", "holdout_alpha", "holdout_mIoU")
 
 
 def comparison_table(
@@ -147,7 +148,8 @@ def comparison_table(
     sources: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Methods side by side, best mIoU first: method, best background parameter(s), mIoU,
-    mean precision, mean recall, then (when ``per_class`` tables are given, one per summary in
+    the held-out choice and its mIoU where the summaries have them, mean precision, mean
+    recall, then (when ``per_class`` tables are given, one per summary in
     the same order) one IoU column per class, named by the class. ``sources`` name the
     summaries in error messages (file paths)."""
     if not summaries:
@@ -170,7 +172,8 @@ def comparison_table(
     if duplicated:
         raise ValueError(f"method(s) {duplicated} appear in more than one summary")
     parameters = [c for c in COMPARISON_PARAMETERS if c in table.columns]
-    table = table[["method", *parameters, "mIoU", "mean_precision", "mean_recall"]]
+    holdout = [c for c in HOLDOUT_COLUMNS if c in table.columns]
+    table = table[["method", *parameters, "mIoU", *holdout, "mean_precision", "mean_recall"]]
     if per_class is not None:
         ious = []
         for method, frame in zip(table["method"], per_class, strict=True):

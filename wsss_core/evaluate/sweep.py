@@ -2,6 +2,10 @@
 score t (``mode="threshold"``) or exponent alpha (``mode="alpha"``), in one pass over the
 images, and the parameter with the best mIoU. The seeds are those of
 ``wsss_core.seeds.labels``: argmax over [background, maps...], ties to the background.
+
+The best parameter is picked on the images it scores, which flatters every method; the
+held-out choice does not: the parameter is chosen on every n-th image of the split
+(``split_holdout``) and scored on the others (``holdout_choice``).
 """
 
 from __future__ import annotations
@@ -123,3 +127,45 @@ def best_threshold(sweep: dict[float, ConfusionMatrix]) -> tuple[float, Confusio
     if best_value is None:
         raise ValueError("no threshold has a score: the ground truth holds no labelled pixel")
     return best_value, sweep[best_value]
+
+
+def split_holdout(ids: Sequence[str], every: int) -> tuple[list[str], list[str]]:
+    """(held-out, scored) ids: every ``every``-th id (the 1st, the (n+1)-th, ...) is held out."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 2:
+        raise ValueError(
+            "config key cams.eval.holdout_every must be an integer >= 2 (or 0 for none), "
+            f"got {every!r}"
+        )
+    held = [image_id for i, image_id in enumerate(ids) if i % every == 0]
+    scored = [image_id for i, image_id in enumerate(ids) if i % every != 0]
+    if not scored:
+        raise ValueError(
+            f"{len(ids)} image(s) leave none to score after holding out every {every}-th: "
+            "lower cams.eval.holdout_every or set it to 0"
+        )
+    return held, scored
+
+
+def merge_sweeps(
+    a: dict[float, ConfusionMatrix], b: dict[float, ConfusionMatrix]
+) -> dict[float, ConfusionMatrix]:
+    """The sweep of the union of two disjoint image sets: matrices added value by value."""
+    if set(a) != set(b):
+        raise ValueError(f"sweeps over different values: {sorted(a)} and {sorted(b)}")
+    merged = {}
+    for value in a:
+        cm = ConfusionMatrix(a[value].num_classes)
+        cm.merge(a[value])
+        cm.merge(b[value])
+        merged[value] = cm
+    return merged
+
+
+def holdout_choice(
+    held: dict[float, ConfusionMatrix], scored: dict[float, ConfusionMatrix]
+) -> tuple[float, ConfusionMatrix]:
+    """The best parameter on the held-out sweep and the scored images' matrix at it."""
+    value, _ = best_threshold(held)
+    if value not in scored:
+        raise ValueError(f"the scored sweep has no value {value}: both must sweep the same values")
+    return value, scored[value]

@@ -17,7 +17,14 @@ from wsss_core.data.palette import load_mask
 from wsss_core.data.synthetic import generate_dataset
 from wsss_core.evaluate.masks import stage_tables
 from wsss_core.evaluate.metrics import ConfusionMatrix
-from wsss_core.evaluate.sweep import best_threshold, sweep_counts, sweep_thresholds
+from wsss_core.evaluate.sweep import (
+    best_threshold,
+    holdout_choice,
+    merge_sweeps,
+    split_holdout,
+    sweep_counts,
+    sweep_thresholds,
+)
 from wsss_core.seeds.crf import CRFParams
 from wsss_core.seeds.labels import (
     alpha_labels,
@@ -117,6 +124,29 @@ def test_best_threshold_picks_the_highest_miou() -> None:
     assert best_threshold(sweep)[0] == 0.25
     with pytest.raises(ValueError, match="empty"):
         best_threshold({})
+
+
+def test_split_holdout_takes_every_nth_id() -> None:
+    ids = list("abcdefg")
+    assert split_holdout(ids, 3) == (["a", "d", "g"], ["b", "c", "e", "f"])
+    assert split_holdout(ids, 2) == (["a", "c", "e", "g"], ["b", "d", "f"])
+    for bad in (1, 0, True, 2.0):
+        with pytest.raises(ValueError, match="cams.eval.holdout_every"):
+            split_holdout(ids, bad)
+    with pytest.raises(ValueError, match="none to score"):
+        split_holdout(["a"], 5)
+
+
+def test_holdout_choice_scores_the_held_out_best_on_the_other_images() -> None:
+    held = {0.1: matrix_with([1, 1], 3), 0.3: matrix_with([3, 3], 1)}  # best on held: 0.3
+    scored = {0.1: matrix_with([3, 3], 0), 0.3: matrix_with([1, 2], 2)}  # best on scored: 0.1
+    value, cm = holdout_choice(held, scored)
+    assert value == 0.3 and cm is scored[0.3]  # 1/3 and 1/2: below the scored images' best
+    merged = merge_sweeps(held, scored)
+    np.testing.assert_array_equal(merged[0.1].matrix, [[4, 3], [0, 4]])
+    np.testing.assert_array_equal(merged[0.3].matrix, [[4, 3], [0, 5]])
+    with pytest.raises(ValueError, match="different values"):
+        merge_sweeps(held, {0.1: scored[0.1]})
 
 
 def stripe_case() -> tuple[np.ndarray, np.ndarray]:
@@ -228,10 +258,17 @@ def test_sweep_rejects_bad_arguments(dataset: Path, noisy_store: Path) -> None:
         sweep_thresholds(noisy_store, dataset, ["syn_999999"], NUM_CLASSES + 1, [0.5])
 
 
-def run_eval_cams(store: Path, root: Path, out: Path, values: list[str]) -> dict[str, pd.DataFrame]:
+def run_eval_cams(
+    store: Path, root: Path, out: Path, values: list[str], holdout_every: int = 0
+) -> dict[str, pd.DataFrame]:
+    cfg = {
+        "mode": "threshold",
+        "values": [float(v) for v in values],
+        "holdout_every": holdout_every,
+    }
     argv = [
         "--store", str(store), "--data-root", str(root), "--split", "train",
-        "--config-json", json.dumps({"mode": "threshold", "values": [float(v) for v in values]}),
+        "--config-json", json.dumps(cfg),
         "--out-csv", str(out / "cams.csv"), "--out-md", str(out / "cams.md"),
         "--out-sweep", str(out / "sweep.csv"), "--out-summary", str(out / "summary.csv"),
     ]  # fmt: skip
@@ -276,6 +313,31 @@ def test_eval_cams_cli_equals_library(dataset: Path, noisy_store: Path, tmp_path
     for column in summary.columns:
         assert tables["summary"].loc[0, column] == pytest.approx(summary.loc[0, column])
     pd.testing.assert_frame_equal(tables["cams"], per_class)
+
+
+def test_eval_cams_cli_holdout_is_chosen_apart_from_the_scored_images(
+    dataset: Path, noisy_store: Path, tmp_path: Path
+) -> None:
+    values = [0.2, 0.5, 0.7]
+    (tmp_path / "plain").mkdir()
+    plain = run_eval_cams(noisy_store, dataset, tmp_path / "plain", [str(v) for v in values])
+    tables = run_eval_cams(noisy_store, dataset, tmp_path, [str(v) for v in values], 3)
+    # the sweep over all images is the same with or without the held-out part
+    pd.testing.assert_frame_equal(tables["sweep"], plain["sweep"])
+    for column in plain["summary"].columns:
+        assert tables["summary"].loc[0, column] == plain["summary"].loc[0, column]
+    ids = read_split(dataset, "train")
+    held_ids, scored_ids = ids[::3], [i for k, i in enumerate(ids) if k % 3]
+    held = sweep_thresholds(noisy_store, dataset, held_ids, NUM_CLASSES + 1, values)
+    scored = sweep_thresholds(noisy_store, dataset, scored_ids, NUM_CLASSES + 1, values)
+    chosen = best_threshold(held)[0]
+    summary = tables["summary"].iloc[0]
+    assert summary["holdout_threshold"] == chosen
+    assert summary["holdout_mIoU"] == pytest.approx(100 * scored[chosen].scores().miou)
+    merged = merge_sweeps(held, scored)
+    np.testing.assert_allclose(
+        tables["sweep"]["mIoU"], [100 * merged[v].scores().miou for v in values]
+    )
 
 
 def test_crf_seeds_cli_shards_cover_the_store(dataset: Path, tmp_path: Path) -> None:
