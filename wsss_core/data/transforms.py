@@ -59,7 +59,7 @@ class Compose:
 
 class Rescale(v2.Transform):
     """Resize to a fixed (height, width), or scale both sides by one factor drawn uniformly
-    from ``scale_range``: images bilinear (antialiased), masks nearest-exact.
+    from ``scale_range``: images bilinear (antialiased when shrinking), masks nearest-exact.
 
     ``v2.Resize`` would give masks plain nearest, which samples half a pixel off the
     bilinear image; nearest-exact keeps labels on the pixels they came from."""
@@ -85,12 +85,13 @@ class Rescale(v2.Transform):
         return {"size": [max(1, round(h * scale)), max(1, round(w * scale))]}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if list(F.get_size(inpt)) == params["size"]:
+        size, old = params["size"], F.get_size(inpt)
+        if old == size:
             return inpt
         if isinstance(inpt, tv_tensors.Mask):
-            return F.resize(inpt, params["size"], InterpolationMode.NEAREST_EXACT)
-        shrink = any(new < old for new, old in zip(params["size"], F.get_size(inpt), strict=True))
-        return F.resize(inpt, params["size"], InterpolationMode.BILINEAR, antialias=shrink)
+            return F.resize(inpt, size, InterpolationMode.NEAREST_EXACT)
+        shrink = size[0] < old[0] or size[1] < old[1]
+        return F.resize(inpt, size, InterpolationMode.BILINEAR, antialias=shrink)
 
 
 class PadTo(v2.Transform):
