@@ -1,18 +1,24 @@
-"""Joint image/mask transforms on tensors: image float [3, H, W], mask int64 [H, W] or None.
+"""Joint image/mask transforms (torchvision.transforms.v2): image float [3, H, W] in [0, 1],
+mask int64 [H, W] (255 = ignore) or None.
 
-Training augmentation (rescale, colour jitter, normalise, flip, pad and crop) and the
-evaluation transform (resize, normalise). Their randomness comes from torch's global
-generator, so ``torch.manual_seed`` (and DataLoader workers, which torch seeds per worker)
-reproduce them.
+Training augmentation: rescale, colour jitter, normalise, flip, pad and crop; evaluation:
+resize and normalise. The image travels as ``tv_tensors.Image`` and the mask as
+``tv_tensors.Mask``, so every geometric step moves both alike and colour steps touch the
+image only. Randomness comes from torch's global generator: ``torch.manual_seed`` (and
+DataLoader workers, which torch seeds per worker from the loader's generator) reproduce it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
 
 from wsss_core.data.palette import IGNORE_INDEX
 
@@ -34,161 +40,83 @@ def mask_to_tensor(mask: np.ndarray) -> Tensor:
     return torch.from_numpy(np.array(mask, dtype=np.int64))
 
 
-def _resize(image: Tensor, mask: Tensor | None, size: tuple[int, int]) -> Sample:
-    """Bilinear image (antialiased when shrinking), nearest-neighbour mask."""
-    if tuple(image.shape[-2:]) == size:
-        return image, mask
-    shrink = size[0] < image.shape[-2] or size[1] < image.shape[-1]
-    image = F.interpolate(
-        image[None], size=size, mode="bilinear", align_corners=False, antialias=shrink
-    )[0]
-    if mask is not None:
-        mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest-exact")[0, 0]
-        mask = mask.long()
-    return image, mask
-
-
 class Compose:
-    """Apply joint transforms in order."""
+    """A v2 pipeline called as ``(image, mask or None) -> (image, mask or None)`` on plain
+    tensors (the tv_tensors wrapping stays inside)."""
 
-    def __init__(self, steps: Sequence) -> None:
-        self.steps = list(steps)
-
-    def __call__(self, image: Tensor, mask: Tensor | None = None) -> Sample:
-        for step in self.steps:
-            image, mask = step(image, mask)
-        return image, mask
-
-    def __repr__(self) -> str:
-        return f"Compose({self.steps})"
-
-
-class Resize:
-    """Resize to a fixed (height, width)."""
-
-    def __init__(self, size: int | tuple[int, int]) -> None:
-        self.size = (size, size) if isinstance(size, int) else tuple(size)
+    def __init__(self, steps: Sequence[v2.Transform]) -> None:
+        self.pipeline = v2.Compose(list(steps))
 
     def __call__(self, image: Tensor, mask: Tensor | None = None) -> Sample:
-        return _resize(image, mask, self.size)
+        if mask is None:
+            return self.pipeline(tv_tensors.Image(image)).as_subclass(Tensor), None
+        image, mask = self.pipeline(tv_tensors.Image(image), tv_tensors.Mask(mask))
+        return image.as_subclass(Tensor), mask.as_subclass(Tensor)
 
     def __repr__(self) -> str:
-        return f"Resize({self.size})"
+        return repr(self.pipeline)
 
 
-class RandomRescale:
-    """Rescale both sides by one factor drawn uniformly from ``scale_range``."""
+class Rescale(v2.Transform):
+    """Resize to a fixed (height, width), or scale both sides by one factor drawn uniformly
+    from ``scale_range``: images bilinear (antialiased when shrinking), masks nearest-exact.
 
-    def __init__(self, scale_range: tuple[float, float]) -> None:
-        lo, hi = scale_range
-        if not 0 < lo <= hi:
+    ``v2.Resize`` would give masks plain nearest, which samples half a pixel off the
+    bilinear image; nearest-exact keeps labels on the pixels they came from."""
+
+    def __init__(
+        self,
+        size: tuple[int, int] | None = None,
+        scale_range: tuple[float, float] | None = None,
+    ) -> None:
+        super().__init__()
+        if (size is None) == (scale_range is None):
+            raise ValueError("give either a size or a scale_range")
+        if scale_range is not None and not 0 < scale_range[0] <= scale_range[1]:
             raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
-        self.scale_range = (float(lo), float(hi))
+        self.size, self.scale_range = size, scale_range
 
-    def __call__(self, image: Tensor, mask: Tensor | None = None) -> Sample:
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        h, w = v2.query_size(flat_inputs)
+        if self.scale_range is None:
+            return {"size": list(self.size)}
         lo, hi = self.scale_range
         scale = lo + (hi - lo) * float(torch.rand(()))
-        h, w = image.shape[-2:]
-        size = (max(1, round(h * scale)), max(1, round(w * scale)))
-        return _resize(image, mask, size)
+        return {"size": [max(1, round(h * scale)), max(1, round(w * scale))]}
 
-    def __repr__(self) -> str:
-        return f"RandomRescale({self.scale_range})"
-
-
-def _grey(image: Tensor) -> Tensor:
-    """ITU-R 601 luma of a [3, H, W] image, as [1, H, W]."""
-    return (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2])[None]
-
-
-class ColourJitter:
-    """Random brightness, contrast and saturation factors in [1 - s, 1 + s] (image only).
-
-    Works on images in [0, 1] (before normalisation); the result is clamped to [0, 1].
-    """
-
-    def __init__(self, strength: float) -> None:
-        if not 0 <= strength < 1:
-            raise ValueError(f"colour jitter strength must be in [0, 1), got {strength}")
-        self.strength = float(strength)
-
-    def __call__(self, image: Tensor, mask: Tensor | None = None) -> Sample:
-        if self.strength == 0:
-            return image, mask
-        brightness, contrast, saturation = (1 + self.strength * (2 * torch.rand(3) - 1)).tolist()
-        image = (image * brightness).clamp_(0, 1)
-        mean = _grey(image).mean()
-        image = ((image - mean) * contrast + mean).clamp_(0, 1)
-        grey = _grey(image)
-        image = ((image - grey) * saturation + grey).clamp_(0, 1)
-        return image, mask
-
-    def __repr__(self) -> str:
-        return f"ColourJitter({self.strength})"
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        size, old = params["size"], F.get_size(inpt)
+        if old == size:
+            return inpt
+        if isinstance(inpt, tv_tensors.Mask):
+            return F.resize(inpt, size, InterpolationMode.NEAREST_EXACT)
+        shrink = size[0] < old[0] or size[1] < old[1]
+        return F.resize(inpt, size, InterpolationMode.BILINEAR, antialias=shrink)
 
 
-class Normalise:
-    """(image - mean) / std per channel."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise ValueError(f"mean and std must be 3 values with std > 0, got {mean}, {std}")
-        self.mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
-        self.std = torch.tensor(std, dtype=torch.float32)[:, None, None]
-
-    def __call__(self, image: Tensor, mask: Tensor | None = None) -> Sample:
-        return (image - self.mean) / self.std, mask
-
-    def __repr__(self) -> str:
-        return f"Normalise({self.mean.flatten().tolist()}, {self.std.flatten().tolist()})"
-
-
-class RandomHorizontalFlip:
-    """Mirror image and mask together with probability ``p``."""
-
-    def __init__(self, p: float = 0.5) -> None:
-        self.p = float(p)
-
-    def __call__(self, image: Tensor, mask: Tensor | None = None) -> Sample:
-        if float(torch.rand(())) < self.p:
-            image = image.flip(-1)
-            mask = mask.flip(-1) if mask is not None else None
-        return image, mask
-
-    def __repr__(self) -> str:
-        return f"RandomHorizontalFlip({self.p})"
-
-
-class RandomCrop:
-    """Crop a random ``size`` x ``size`` window, padding first where the input is smaller.
-
-    Padding goes right and bottom: the image with ``fill`` (0 after normalisation is the
-    mean colour), the mask with IGNORE_INDEX.
-    """
+class PadTo(v2.Transform):
+    """Pad right and bottom up to ``size`` x ``size``: images with ``fill`` (0 after
+    normalisation is the mean colour), masks with IGNORE_INDEX."""
 
     def __init__(self, size: int, fill: float = 0.0) -> None:
-        if size < 1:
-            raise ValueError(f"crop size must be positive, got {size}")
-        self.size = int(size)
-        self.fill = float(fill)
+        super().__init__()
+        self.size, self.fill = size, fill
 
-    def __call__(self, image: Tensor, mask: Tensor | None = None) -> Sample:
-        h, w = image.shape[-2:]
-        pad_h, pad_w = max(self.size - h, 0), max(self.size - w, 0)
-        if pad_h or pad_w:
-            image = F.pad(image, (0, pad_w, 0, pad_h), value=self.fill)
-            if mask is not None:
-                mask = F.pad(mask, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
-            h, w = h + pad_h, w + pad_w
-        top = int(torch.randint(0, h - self.size + 1, ()))
-        left = int(torch.randint(0, w - self.size + 1, ()))
-        image = image[:, top : top + self.size, left : left + self.size]
-        if mask is not None:
-            mask = mask[top : top + self.size, left : left + self.size]
-        return image, mask
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        h, w = v2.query_size(flat_inputs)
+        return {"padding": [0, 0, max(self.size - w, 0), max(self.size - h, 0)]}
 
-    def __repr__(self) -> str:
-        return f"RandomCrop({self.size})"
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not any(params["padding"]):
+            return inpt
+        fill = IGNORE_INDEX if isinstance(inpt, tv_tensors.Mask) else self.fill
+        return self._call_kernel(F.pad, inpt, params["padding"], fill=fill)
+
+
+def _normalize(mean: Sequence[float], std: Sequence[float]) -> v2.Normalize:
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"mean and std must be 3 values with std > 0, got {mean}, {std}")
+    return v2.Normalize([float(m) for m in mean], [float(s) for s in std])
 
 
 def train_transform(
@@ -199,11 +127,22 @@ def train_transform(
     jitter: float = 0.3,
     flip: bool = True,
 ) -> Compose:
-    """Training augmentation: rescale, colour jitter, normalise, flip, pad and random crop."""
-    steps: list = [RandomRescale(scale_range), ColourJitter(jitter), Normalise(mean, std)]
+    """Training augmentation: rescale by a factor in ``scale_range``; brightness, contrast
+    and saturation factors in [1 - jitter, 1 + jitter] (in random order); normalise;
+    mirror with probability 0.5; pad right/bottom to ``crop_size`` and crop a random
+    ``crop_size`` square."""
+    if crop_size < 1:
+        raise ValueError(f"crop size must be positive, got {crop_size}")
+    if not 0 <= jitter < 1:
+        raise ValueError(f"colour jitter strength must be in [0, 1), got {jitter}")
+    lo, hi = scale_range
+    steps: list[v2.Transform] = [Rescale(scale_range=(float(lo), float(hi)))]
+    if jitter > 0:
+        steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))
+    steps.append(_normalize(mean, std))
     if flip:
-        steps.append(RandomHorizontalFlip(0.5))
-    steps.append(RandomCrop(crop_size, fill=0.0))
+        steps.append(v2.RandomHorizontalFlip(0.5))
+    steps += [PadTo(crop_size, fill=0.0), v2.RandomCrop(crop_size)]
     return Compose(steps)
 
 
@@ -213,6 +152,6 @@ def eval_transform(
     std: Sequence[float] = IMAGENET_STD,
 ) -> Compose:
     """Evaluation: resize to a fixed square ``size`` (None keeps the size) and normalise."""
-    steps: list = [] if size is None else [Resize(size)]
-    steps.append(Normalise(mean, std))
+    steps: list[v2.Transform] = [] if size is None else [Rescale(size=(size, size))]
+    steps.append(_normalize(mean, std))
     return Compose(steps)
