@@ -4,6 +4,7 @@ families; the scenes family's own parts in test_synthetic_scenes.py)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 
 import numpy as np
@@ -81,10 +82,15 @@ def test_other_seed_gives_other_images(dataset, style, tmp_path):
 def test_one_image_regenerates_alone(dataset, style):
     image, mask = render_image(7, 10, K, SIZE, style)
     np.testing.assert_array_equal(load_mask(dataset / "SegmentationClass/syn_000010.png"), mask)
+    # the file is the JPEG (quality 90) of the regenerated pixels, byte for byte
+    encoded = io.BytesIO()
+    Image.fromarray(image, mode="RGB").save(encoded, format="JPEG", quality=90)
+    assert (dataset / "JPEGImages/syn_000010.jpg").read_bytes() == encoded.getvalue()
     with Image.open(dataset / "JPEGImages/syn_000010.jpg") as jpeg:
         decoded = np.asarray(jpeg.convert("RGB"), dtype=np.float64)
-    # JPEG is lossy, but the decoded file is close to the rendered pixels
-    assert np.abs(decoded - image).mean() < 12
+    # JPEG is lossy, but the decoded file is close to the rendered pixels (scenes hold
+    # fine-grained textures, speckle above all, that JPEG smooths)
+    assert np.abs(decoded - image).mean() < {"shapes": 12, "scenes": 16}[style]
 
 
 def test_jpeg_and_palette_png_format(dataset):
@@ -119,7 +125,7 @@ def _ignore_band_is_thin_border(mask: np.ndarray, max_fraction: float = 0.15) ->
 
 
 # scenes at the demo's size: their thin parts (ladder rails, strokes) are 1-2 px wide and all
-# band at smaller sizes, and up to 5 objects and crossing strokes make more boundary
+# band at smaller sizes, and up to 4 objects and crossing strokes make more boundary
 @pytest.mark.parametrize(("style", "size", "max_fraction"), [("shapes", 64, 0.15),
                                                              ("scenes", 96, 0.2)])  # fmt: skip
 def test_ignore_band_on_every_boundary_and_thin(style, size, max_fraction):

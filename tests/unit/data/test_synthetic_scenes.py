@@ -56,35 +56,38 @@ def test_silhouettes_have_holes_and_thin_parts():
     assert not house[(np.abs(u) < 0.1) & (v > 0.4) & (v < 0.7)].any()  # the door is cut out
     assert house[(np.abs(u) > 0.25) & (np.abs(u) < 0.5) & (v > 0.4) & (v < 0.7)].all()
     ladder = SILHOUETTES["ladder"](u, v)
-    assert not ladder[(np.abs(u) < 0.3) & (np.abs(v) < 0.1)].any()  # between two rungs
-    # thin: a rail is 0.18 wide, a rung 0.14 high (unit-disc units)
-    row = ladder[np.argmin(np.abs(grid - 0.4))]  # v = 0.4, between rungs: only the rails
-    assert abs(row.sum() * (grid[1] - grid[0]) - 2 * 0.18) < 0.02
+    assert not ladder[(np.abs(u) < 0.28) & (v > 0.12) & (v < 0.38)].any()  # between two rungs
+    assert ladder[(np.abs(u) < 0.28) & (np.abs(v) < 0.08)].all()  # the middle rung
+    # thin: a rail is 0.22 wide (unit-disc units)
+    row = ladder[np.argmin(np.abs(grid - 0.25))]  # v = 0.25, between rungs: only the rails
+    assert abs(row.sum() * (grid[1] - grid[0]) - 2 * 0.22) < 0.02
 
 
-@pytest.mark.parametrize(("kind", "period"), CLASS_TEXTURES, ids=[k for k, _ in CLASS_TEXTURES])
-def test_class_textures_blend_both_colours(kind, period):
+@pytest.mark.parametrize(
+    ("kind", "period", "degrees"), CLASS_TEXTURES, ids=[k for k, _, _ in CLASS_TEXTURES]
+)
+def test_class_textures_blend_both_colours(kind, period, degrees):
     rng = np.random.default_rng(0)
     ys = (np.arange(64, dtype=np.float32) + 0.5)[:, None]
     xs = (np.arange(64, dtype=np.float32) + 0.5)[None, :]
-    t = texture(kind, rng, ys, xs, period * 30.0, (32.0, 32.0), 30.0)
+    t = texture(kind, rng, ys, xs, period * 96.0, math.radians(degrees), (32.0, 32.0), 30.0)
     assert t.shape == (64, 64) and t.min() >= 0.0 and t.max() <= 1.0
     # both colours show: a good share of the surface near each end
     assert (t < 0.2).mean() > 0.1 and (t > 0.8).mean() > 0.1, kind
 
 
 def test_textures_are_no_stripes_and_clutter_has_none_of_them():
-    kinds = [kind for kind, _ in CLASS_TEXTURES]
+    kinds = [kind for kind, _, _ in CLASS_TEXTURES]
     assert len(set(kinds)) == len(kinds) == len(SILHOUETTES)
     assert not set(kinds) & set(CLUTTER_TEXTURES)
-    assert "stripes" not in kinds and "waves" not in kinds
+    assert "stripes" not in kinds
 
 
 def test_gradient_texture_is_a_ramp_through_the_centre():
     rng = np.random.default_rng(3)
     ys = (np.arange(41, dtype=np.float32))[:, None]
     xs = (np.arange(41, dtype=np.float32))[None, :]
-    t = texture("gradient", rng, ys, xs, 5.0, (20.0, 20.0), 20.0)
+    t = texture("gradient", rng, ys, xs, 5.0, 0.7, (20.0, 20.0), 20.0)
     assert t[20, 20] == pytest.approx(0.5)
     # opposite points around the centre sum to one (a linear ramp, within the clip)
     np.testing.assert_allclose(t[20 + 7, 20 - 5] + t[20 - 7, 20 + 5], 1.0, atol=1e-6)
@@ -152,19 +155,19 @@ def test_render_image_is_the_drawn_scene():
 
 
 def test_scenes_hold_more_objects_small_ones_and_clutter():
-    counts, areas, clutter, repeats = [], [], 0, 0
+    counts, areas, with_clutter, repeats = [], [], 0, 0
     for _, _, (_, layers, objects) in _scenes(100, 5):
         counts.append(len(objects))
         areas += [a / SIZE**2 for a in objects.values()]
-        clutter += sum(1 for layer in layers if layer.label == 0)
+        with_clutter += any(layer.label == 0 for layer in layers)
         labels = [layers[i].label for i in objects]
         repeats += len(labels) > len(set(labels))
     counts = np.bincount(counts, minlength=scenes.MAX_OBJECTS + 1)
-    assert counts[0] == 0 and counts[1:].min() > 0  # 1 to 5 objects, each count happens
+    assert counts[0] == 0 and counts[1:].min() > 0  # 1 to MAX_OBJECTS, each count happens
     assert counts[3:].sum() >= 20
     areas = np.array(areas)
     assert (areas < 0.015).mean() > 0.05 and (areas > 0.08).mean() > 0.05  # small and large
-    assert clutter >= 150 and repeats >= 10  # clutter everywhere; two of a class happens
+    assert with_clutter >= 60 and repeats >= 10  # clutter in most; two of a class happens
 
 
 def test_visibility_check_rejects_a_hidden_object():

@@ -64,10 +64,10 @@ def _house(u: Array, v: Array) -> Array:
 
 
 def _ladder(u: Array, v: Array) -> Array:
-    """Two rails and four rungs: thin structures."""
-    inside = rect(u, v, -0.5, -0.32, -0.85, 0.85) | rect(u, v, 0.32, 0.5, -0.85, 0.85)
-    for c in (-0.6, -0.2, 0.2, 0.6):
-        inside |= rect(u, v, -0.4, 0.4, c - 0.07, c + 0.07)
+    """Two rails and three rungs: thin structures."""
+    inside = rect(u, v, -0.52, -0.3, -0.84, 0.84) | rect(u, v, 0.3, 0.52, -0.84, 0.84)
+    for c in (-0.5, 0.0, 0.5):
+        inside |= rect(u, v, -0.4, 0.4, c - 0.09, c + 0.09)
     return inside
 
 
@@ -173,15 +173,16 @@ def texture(
     ys: Array,
     xs: Array,
     period: float,
+    angle: float,
     centre: tuple[float, float],
     radius: float,
 ) -> Array:
-    """Evaluate a texture on pixel-centre coordinates (image frame), random orientation/phase.
+    """Evaluate a texture on pixel-centre coordinates (image frame), with a random phase.
 
-    ``period`` is in pixels; ``centre`` and ``radius`` are the object's (for the textures
-    that follow it: concentric, rays, gradient).
+    ``period`` is in pixels, ``angle`` (radians) the orientation of the pattern's axes;
+    ``centre`` and ``radius`` are the object's (for the textures that follow it: concentric,
+    rays, gradient).
     """
-    angle = rng.uniform(0, 2 * math.pi)
     offset = rng.uniform(0, 1, 2)
     c, s = math.cos(angle), math.sin(angle)
     a = (xs * c + ys * s) / period + offset[0]  # in periods
@@ -220,8 +221,6 @@ def texture(
         t = _soft((_frac_distance(theta) - 0.25) * 4.0)
     elif kind == "stripes":  # clutter only: plain oriented stripes
         t = _soft((_frac_distance(a) - 0.25) * period)
-    elif kind == "waves":  # clutter only: wavy stripes
-        t = _soft((_frac_distance(a + 0.3 * np.sin(2 * math.pi * b / 2)) - 0.25) * period)
     elif kind == "plain":
         t = np.zeros(shape)
     else:
@@ -229,21 +228,25 @@ def texture(
     return np.broadcast_to(t, shape).astype(np.float32)
 
 
-# One texture per class, in the order of SILHOUETTES, with its period relative to the object
-# radius (gradient and speckle have none).
-CLASS_TEXTURES: tuple[tuple[str, float], ...] = (
-    ("blotches", 0.5),
-    ("bricks", 0.6),
-    ("gradient", 1.0),
-    ("grid", 0.4),
-    ("rays", 0.35),
-    ("checker", 0.45),
-    ("polka", 0.4),
-    ("concentric", 0.3),
-    ("speckle", 1.0),
-    ("chevron", 0.45),
+# One texture per class, in the order of SILHOUETTES: its kind, its period as a fraction of the
+# image side (as in the shapes family: the same in pixels on small and large objects, so that
+# small ones keep a legible texture) and its orientation in degrees (jittered), both tied to the
+# class; some kinds use neither (blotches and speckle have no axes, rays and concentric follow
+# the object's centre, gradient spans the object).
+CLASS_TEXTURES: tuple[tuple[str, float, float], ...] = (
+    ("checker", 0.09, 0.0),
+    ("bricks", 0.1, 0.0),
+    ("speckle", 0.1, 0.0),
+    ("grid", 0.08, 45.0),
+    ("rays", 0.07, 0.0),
+    ("gradient", 0.1, 90.0),
+    ("polka", 0.08, 45.0),
+    ("concentric", 0.07, 0.0),
+    ("blotches", 0.08, 0.0),
+    ("chevron", 0.09, 90.0),
 )
-CLUTTER_TEXTURES = ("plain", "stripes", "waves", "mottled")
+# Clutter: no class texture, nor anything close (wavy bands would pass for chevrons).
+CLUTTER_TEXTURES = ("plain", "stripes", "mottled")
 
 
 # --------------------------------------------------------------------------------------

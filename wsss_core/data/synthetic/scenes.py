@@ -1,9 +1,9 @@
 """The ``scenes`` family: silhouettes with class textures on photo-like backgrounds.
 
 Each class is a silhouette built from primitives (tree, house, ladder, dumbbell, ...; see
-scene_parts.py) with its own texture (blotches, bricks, gradient, grid, ...), at a random size
+scene_parts.py) with its own texture (checker, bricks, speckle, grid, ...), at a random size
 (log-uniform, small ones too), aspect ratio, tilt and mirror; its two colours are drawn from one
-law for every class, so colour never tells the class. An image holds 1 to 5 objects (classes
+law for every class, so colour never tells the class. An image holds 1 to 4 objects (classes
 drawn with replacement, so an image may hold two of a class) over a photo-like background: a 1/f
 ("pink") colour field on either a horizon split (a sky gradient over textured ground) or large
 gradient regions, with clutter (blobs, bars and strokes in textures no class has) behind and
@@ -42,18 +42,19 @@ from wsss_core.data.synthetic.scene_parts import (
     texture,
 )
 
-MAX_OBJECTS = 5
-OBJECT_COUNT_WEIGHTS = (0.3, 0.3, 0.2, 0.12, 0.08)  # of 1, 2, ..., MAX_OBJECTS objects
+MAX_OBJECTS = 4
+OBJECT_COUNT_WEIGHTS = (0.35, 0.35, 0.2, 0.1)  # of 1, 2, ..., MAX_OBJECTS objects
 # Object radius as a fraction of the image side, log-uniform (floored at MIN_RADIUS_PX).
-RADIUS_RANGE = (0.1, 0.34)
+RADIUS_RANGE = (0.11, 0.38)
 MIN_RADIUS_PX = 6.0
 ASPECT_RANGE = (0.7, 1.45)  # width / height, log-uniform
 MAX_TILT = 0.6  # radians either way
 PERIOD_JITTER = (0.8, 1.25)
+ANGLE_JITTER_DEG = 12.0
 MIN_PERIOD_PX = 3.0
 MAX_PLACEMENT_TRIES = 8
-CLUTTER_RANGE = (1, 5)  # clutter items behind the objects, end exclusive
-FRONT_CLUTTER_PROBABILITY = 0.4
+CLUTTER_RANGE = (0, 3)  # clutter items behind the objects, end exclusive
+FRONT_CLUTTER_PROBABILITY = 0.3
 
 SHAPE_FNS = tuple(SILHOUETTES.values())
 
@@ -84,8 +85,8 @@ def _background(rng: np.random.Generator, size: int) -> Array:
         )
         top, low = rng.uniform(0, 255, (2, 3))
         sky = top + np.clip(ys / h0, 0.0, 1.0)[..., None] * (low - top)
-        sky = sky + _colour_noise(rng, (size, size), rng.uniform(3.0, 10.0))
-        ground = rng.uniform(0, 255, 3) + _colour_noise(rng, (size, size), rng.uniform(20.0, 50.0))
+        sky = sky + _colour_noise(rng, (size, size), rng.uniform(2.0, 6.0))
+        ground = rng.uniform(0, 255, 3) + _colour_noise(rng, (size, size), rng.uniform(8.0, 20.0))
         ground = ground * (1.0 - rng.uniform(0.0, 0.4) * (ys / size))[..., None]
         w = np.clip(ys - horizon + 0.5, 0.0, 1.0)[..., None]
         canvas = sky * (1 - w) + ground * w
@@ -94,7 +95,7 @@ def _background(rng: np.random.Generator, size: int) -> Array:
         angle = rng.uniform(0, 2 * math.pi)
         proj = (xs - size / 2) * math.cos(angle) + (ys - size / 2) * math.sin(angle)
         ramp = np.clip(0.5 + proj / size, 0.0, 1.0)[..., None]
-        canvas = c1 + ramp * (c2 - c1) + _colour_noise(rng, (size, size), rng.uniform(15.0, 40.0))
+        canvas = c1 + ramp * (c2 - c1) + _colour_noise(rng, (size, size), rng.uniform(6.0, 18.0))
         for _ in range(int(rng.integers(1, 3))):
             # a large region of another colour behind a soft, straight or round edge
             cy, cx = rng.uniform(0, size, 2)
@@ -117,17 +118,18 @@ def _paint(
     box: Box,
     kind: str,
     period: float,
+    angle: float,
     centre: tuple[float, float],
     radius: float,
 ) -> Array:
-    """Colours of a textured, slightly shaded surface over ``box``."""
+    """Colours of a textured, slightly shaded surface over ``box`` (angle in radians)."""
     ys, xs = grids(box, 1)
     c1, c2 = random_colours(rng)
     if kind == "mottled":  # continuous 1/f noise between the two colours (clutter only)
         shape = (box[1] - box[0], box[3] - box[2])
         t = np.clip(0.5 + 0.3 * pink_noise(rng, shape, 1.2), 0.0, 1.0)
     else:
-        t = texture(kind, rng, ys, xs, period, centre, radius)
+        t = texture(kind, rng, ys, xs, period, angle, centre, radius)
     shade_dir = rng.uniform(0, 2 * math.pi)
     shade = rng.uniform(0.0, 0.8) * (
         (xs - centre[1]) * math.cos(shade_dir) + (ys - centre[0]) * math.sin(shade_dir)
@@ -153,9 +155,10 @@ def _object_layer(
     u = mirror * (dx * c + dy * s) / sx
     v = (-dx * s + dy * c) / sy
     alpha = coverage(SHAPE_FNS[cls](u, v))
-    kind, relative_period = CLASS_TEXTURES[cls]
-    period = max(relative_period * radius * rng.uniform(*PERIOD_JITTER), MIN_PERIOD_PX)
-    colour = _paint(rng, box, kind, period, centre, radius)
+    kind, relative_period, degrees = CLASS_TEXTURES[cls]
+    period = max(relative_period * size * rng.uniform(*PERIOD_JITTER), MIN_PERIOD_PX)
+    texture_angle = math.radians(degrees + rng.uniform(-ANGLE_JITTER_DEG, ANGLE_JITTER_DEG))
+    colour = _paint(rng, box, kind, period, texture_angle, centre, radius)
     return Layer(cls + 1, box, alpha, colour)
 
 
@@ -209,7 +212,8 @@ def _clutter_layer(rng: np.random.Generator, size: int, stroke_only: bool = Fals
         extent = width
     texture_kind = CLUTTER_TEXTURES[int(rng.integers(len(CLUTTER_TEXTURES)))]
     period = max(size * rng.uniform(0.04, 0.12), MIN_PERIOD_PX)
-    colour = _paint(rng, box, texture_kind, period, centre, max(extent, 1.0))
+    angle = rng.uniform(0, 2 * math.pi)
+    colour = _paint(rng, box, texture_kind, period, angle, centre, max(extent, 1.0))
     return Layer(0, box, alpha, colour)
 
 
