@@ -1,4 +1,4 @@
-"""Write the synthetic VOC-format dataset (textured shapes on clutter) into a directory.
+"""Write the synthetic VOC-format dataset (family data.synthetic.style) into a directory.
 
 The dataset is written into a temporary directory beside ``--root`` and renamed onto
 it when complete, so an interrupted run never leaves a dataset that looks finished.
@@ -14,7 +14,7 @@ import time
 from tqdm import tqdm
 
 from wsss_core.cli import config_json, script_main
-from wsss_core.data.synthetic import MAX_CLASSES, check_args, generate_dataset
+from wsss_core.data.synthetic import STYLES, check_args, generate_dataset, max_classes
 from wsss_core.io import atomic_directory
 
 log = logging.getLogger("make_synthetic")
@@ -26,13 +26,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--config-json", required=True,
         help="config section data.synthetic as a JSON object: num_classes "
-        f"(1..{MAX_CLASSES}), image_size, num_train, num_val, seed",
+        f"(1..{min(map(max_classes, STYLES))}), image_size, num_train, num_val, seed, "
+        f"style ({' or '.join(STYLES)})",
     )  # fmt: skip
     parser.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality (1..100)")
     args = parser.parse_args(argv)
-    keys = ("num_classes", "image_size", "num_train", "num_val", "seed")
+    keys = ("num_classes", "image_size", "num_train", "num_val", "seed", "style")
     cfg = config_json(args.config_json, "data.synthetic", keys)
-    args.num_classes, args.image_size, args.num_train, args.num_val, args.seed = (
+    args.num_classes, args.image_size, args.num_train, args.num_val, args.seed, args.style = (
         cfg[k] for k in keys
     )
     return args
@@ -48,12 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         args.num_val,
         args.jpeg_quality,
         args.seed,
+        args.style,
     )
     total = args.num_train + args.num_val
     log.info(
-        "writing %d synthetic images (%d train, %d val, %d classes, %d px, seed %d) to %s",
-        total, args.num_train, args.num_val, args.num_classes, args.image_size, args.seed,
-        args.root,
+        "writing %d synthetic %s images (%d train, %d val, %d classes, %d px, seed %d) to %s",
+        total, args.style, args.num_train, args.num_val, args.num_classes, args.image_size,
+        args.seed, args.root,
     )  # fmt: skip
     start = time.perf_counter()
     with (
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             jpeg_quality=args.jpeg_quality,
             progress=bar.update,
+            style=args.style,
         )
     log.info("done in %.1f s", time.perf_counter() - start)
     return 0

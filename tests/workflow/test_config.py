@@ -170,6 +170,10 @@ BAD_CONFIGS = {
         {"segmenter.net": {"output_stride": 32}},
         ["config key segmenter.net.output_stride: 32 is not one of [8, 16]"],
     ),
+    "unknown_synthetic_style": (
+        {"data.synthetic.style": "photos"},
+        ["config key data.synthetic.style: 'photos' is not one of ['shapes', 'scenes']"],
+    ),
     "zero_shards": (
         {"walk.shards": 0},
         ["config key walk.shards: 0 is less than the minimum of 1"],

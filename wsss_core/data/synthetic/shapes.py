@@ -1,45 +1,42 @@
-"""A synthetic dataset in PASCAL VOC 2012 layout: textured shapes on cluttered backgrounds.
+"""The ``shapes`` family: textured geometric shapes on smooth cluttered backgrounds.
 
-Each class is a shape family with its own texture (kind and orientation tied to the
-class, period and phase jittered). Colours are drawn from one distribution for every
-class, so colour never tells the class. An image holds 1 to 3 objects at random
-scales, rotations and positions, drawn in order (later objects occlude earlier ones),
-over a smooth random background with distractor blobs and lines that belong to no
-class. The mask is what is visible: each pixel takes the label of the topmost layer
-covering at least half of it, and a thin band along every label boundary is 255
-(ignore), as in VOC. Images are JPEG-compressed.
-
-Every image is drawn from its own generator ``numpy.random.default_rng([seed, index])``,
-so any image can be regenerated alone and the same arguments give byte-identical files.
+Each class is a shape with its own texture (kind and orientation tied to the class, period
+and phase jittered). Colours are drawn from one distribution for every class, so colour
+never tells the class. An image holds 1 to 3 objects of distinct classes at random scales,
+rotations and positions, drawn in order (later objects occlude earlier ones), over a smooth
+random background with distractor blobs and lines that belong to no class.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from wsss_core.data.palette import IGNORE_INDEX, save_mask
-from wsss_core.io import atomic_path, write_text
+from wsss_core.data.synthetic.compose import (
+    MIN_LABELLED_PIXELS,
+    MIN_VISIBLE_FRACTION,
+    Array,
+    Box,
+    Layer,
+    bilinear_upsample,
+    box_around,
+    coverage,
+    draw_layers,
+    finish,
+    grids,
+    ignore_band,
+    label_map,
+    random_colours,
+)
 
-Array = np.ndarray
-
-MIN_IMAGE_SIZE = 32
 MAX_OBJECTS = 3
-# An earlier object must keep at least this fraction of its area visible.
-MIN_VISIBLE_FRACTION = 0.45
-# A labelled object must keep at least this many non-ignore pixels in the mask.
-MIN_LABELLED_PIXELS = 6
 # Object radius as a fraction of the image side (floored at MIN_RADIUS_PX).
 RADIUS_RANGE = (0.13, 0.28)
 MIN_RADIUS_PX = 7.0
 MAX_PLACEMENT_TRIES = 8
-MAX_IMAGE_TRIES = 25
 
 
 # --------------------------------------------------------------------------------------
@@ -220,77 +217,33 @@ def _texture(
     return np.broadcast_to(t, np.broadcast_shapes(ys.shape, xs.shape))
 
 
-# --------------------------------------------------------------------------------------
-# Layers: a soft coverage (alpha) and colours over a clipped bounding box.
-
-
-@dataclass
-class Layer:
-    """One drawn element; ``label`` is a class label (1..K) or 0 for a distractor."""
-
-    label: int
-    box: tuple[int, int, int, int]  # y0, y1, x0, x1 (pixels, end exclusive)
-    alpha: Array  # [h, w] coverage in [0, 1]
-    colour: Array  # [h, w, 3] float
-
-
-def _box(cx: float, cy: float, extent: float, size: int) -> tuple[int, int, int, int] | None:
-    y0, y1 = max(int(math.floor(cy - extent)), 0), min(int(math.ceil(cy + extent)), size)
-    x0, x1 = max(int(math.floor(cx - extent)), 0), min(int(math.ceil(cx + extent)), size)
-    if y0 >= y1 or x0 >= x1:
-        return None
-    return y0, y1, x0, x1
-
-
-def _grids(box: tuple[int, int, int, int], factor: int) -> tuple[Array, Array]:
-    """Sample-centre coordinates (pixels) over a box, ``factor`` samples per pixel side."""
-    y0, y1, x0, x1 = box
-    ys = (np.arange(y0 * factor, y1 * factor, dtype=np.float32) + 0.5) / factor
-    xs = (np.arange(x0 * factor, x1 * factor, dtype=np.float32) + 0.5) / factor
-    return ys[:, None], xs[None, :]
-
-
-def _coverage(inside: Array) -> Array:
-    """Average 2x2 supersampled inside tests into a per-pixel coverage."""
-    h, w = inside.shape[0] // 2, inside.shape[1] // 2
-    return inside.reshape(h, 2, w, 2).mean(axis=(1, 3), dtype=np.float32)
-
-
 def _shape_alpha(
     shape: ShapeFn,
-    box: tuple[int, int, int, int],
+    box: Box,
     centre: tuple[float, float],
     radii: tuple[float, float],
     angle: float,
 ) -> Array:
-    ys, xs = _grids(box, 2)
+    ys, xs = grids(box, 2)
     cy, cx = centre
     dy, dx = ys - cy, xs - cx
     c, s = math.cos(angle), math.sin(angle)
     u = (dx * c + dy * s) / radii[1]
     v = (-dx * s + dy * c) / radii[0]
-    return _coverage(shape(u, v))
-
-
-def _random_colours(rng: np.random.Generator) -> tuple[Array, Array]:
-    """Two RGB colours, uniform in the cube, at least 80 apart (same law for every class)."""
-    while True:
-        c1, c2 = rng.uniform(0, 255, size=(2, 3))
-        if np.linalg.norm(c1 - c2) >= 80.0:
-            return c1, c2
+    return coverage(shape(u, v))
 
 
 def _paint(
     rng: np.random.Generator,
-    box: tuple[int, int, int, int],
+    box: Box,
     texture: tuple[str, float, float],
     centre: tuple[float, float],
 ) -> Array:
     """Colours of a textured, slightly shaded surface over ``box``."""
     kind, angle, period = texture
-    ys, xs = _grids(box, 1)
+    ys, xs = grids(box, 1)
     t = _texture(kind, ys, xs, angle, period, rng.uniform(0, 2 * math.pi), centre)
-    c1, c2 = _random_colours(rng)
+    c1, c2 = random_colours(rng)
     shade_dir = rng.uniform(0, 2 * math.pi)
     shade = rng.uniform(0.0, 0.8) * (
         (xs - centre[1]) * math.cos(shade_dir) + (ys - centre[0]) * math.sin(shade_dir)
@@ -307,7 +260,7 @@ def _object_layer(
     aspect = rng.uniform(0.85, 1.15)
     radii = (radius * aspect, radius / aspect)
     angle = rng.uniform(0, 2 * math.pi)
-    box = _box(centre[1], centre[0], max(radii) + 1.0, size)
+    box = box_around(centre[1], centre[0], max(radii) + 1.0, size)
     if box is None:
         return None
     alpha = _shape_alpha(SHAPES[name], box, centre, radii, angle)
@@ -317,11 +270,9 @@ def _object_layer(
     return Layer(cls + 1, box, alpha, colour)
 
 
-def _blob_alpha(
-    rng: np.random.Generator, box: tuple[int, int, int, int], centre: tuple[float, float], r: float
-) -> Array:
+def _blob_alpha(rng: np.random.Generator, box: Box, centre: tuple[float, float], r: float) -> Array:
     """An elongated, wobbly blob (no class shape): r(theta) modulated by two harmonics."""
-    ys, xs = _grids(box, 2)
+    ys, xs = grids(box, 2)
     cy, cx = centre
     angle = rng.uniform(0, 2 * math.pi)
     c, s = math.cos(angle), math.sin(angle)
@@ -334,19 +285,17 @@ def _blob_alpha(
         + 0.15 * np.sin(2 * theta + rng.uniform(0, 6.3))
         + 0.1 * np.sin(3 * theta + rng.uniform(0, 6.3))
     )
-    return _coverage(np.sqrt(u * u + v * v) <= 0.75 * wobble)
+    return coverage(np.sqrt(u * u + v * v) <= 0.75 * wobble)
 
 
-def _line_alpha(
-    box: tuple[int, int, int, int], p: tuple[float, float], q: tuple[float, float], width: float
-) -> Array:
+def _line_alpha(box: Box, p: tuple[float, float], q: tuple[float, float], width: float) -> Array:
     """A thick segment from p to q (y, x) of the given width."""
-    ys, xs = _grids(box, 2)
+    ys, xs = grids(box, 2)
     d = np.array([q[0] - p[0], q[1] - p[1]])
     length2 = max(float(d @ d), 1e-6)
     t = np.clip(((ys - p[0]) * d[0] + (xs - p[1]) * d[1]) / length2, 0.0, 1.0)
     dist2 = (ys - p[0] - t * d[0]) ** 2 + (xs - p[1] - t * d[1]) ** 2
-    return _coverage(dist2 <= (width / 2) ** 2)
+    return coverage(dist2 <= (width / 2) ** 2)
 
 
 def _distractor_layer(rng: np.random.Generator, size: int, line: bool) -> Layer | None:
@@ -369,7 +318,7 @@ def _distractor_layer(rng: np.random.Generator, size: int, line: bool) -> Layer 
     else:
         centre = (rng.uniform(0, size), rng.uniform(0, size))
         r = size * rng.uniform(0.1, 0.3)
-        box = _box(centre[1], centre[0], r * 1.3, size)
+        box = box_around(centre[1], centre[0], r * 1.3, size)
         if box is None:
             return None
         alpha = _blob_alpha(rng, box, centre, r)
@@ -379,18 +328,10 @@ def _distractor_layer(rng: np.random.Generator, size: int, line: bool) -> Layer 
     return Layer(0, box, alpha, colour)
 
 
-def _bilinear_upsample(grid: Array, size: int) -> Array:
-    """Upsample a [g, g, C] grid to [size, size, C] with separable linear interpolation."""
-    g = grid.shape[0]
-    pos = (np.arange(size) + 0.5) * g / size - 0.5
-    weights = np.stack([np.interp(pos, np.arange(g), np.eye(g)[i]) for i in range(g)], axis=1)
-    return np.einsum("yi,ijc,xj->yxc", weights, grid, weights)
-
-
 def _background(rng: np.random.Generator, size: int) -> Array:
     """Smooth random colour field + soft blobs + (sometimes) a faint random texture."""
     g = int(rng.integers(2, 6))
-    canvas = _bilinear_upsample(rng.uniform(0, 255, size=(g, g, 3)), size)
+    canvas = bilinear_upsample(rng.uniform(0, 255, size=(g, g, 3)), size)
     ys = (np.arange(size, dtype=np.float32) + 0.5)[:, None]
     xs = (np.arange(size, dtype=np.float32) + 0.5)[None, :]
     for _ in range(int(rng.integers(1, 5))):
@@ -408,16 +349,6 @@ def _background(rng: np.random.Generator, size: int) -> Array:
 
 # --------------------------------------------------------------------------------------
 # Composing one image
-
-
-def label_map(layers: list[Layer], size: int) -> Array:
-    """Labels of what is visible: each pixel takes the topmost layer covering half of it."""
-    labels = np.zeros((size, size), dtype=np.uint8)
-    for layer in layers:
-        y0, y1, x0, x1 = layer.box
-        region = labels[y0:y1, x0:x1]
-        region[layer.alpha >= 0.5] = layer.label
-    return labels
 
 
 def _keeps_objects_visible(layers: list[Layer], areas: dict[int, int], size: int) -> bool:
@@ -440,24 +371,7 @@ def _object_centre(
     return tuple(rng.uniform(0.15 * size, 0.85 * size, 2))
 
 
-def ignore_band(labels: Array) -> Array:
-    """Mark pixels next to a different label (4-neighbourhood) as IGNORE_INDEX.
-
-    Both sides of a boundary are marked, so the band is two pixels wide.
-    """
-    edge = np.zeros(labels.shape, dtype=bool)
-    vertical = labels[1:, :] != labels[:-1, :]
-    horizontal = labels[:, 1:] != labels[:, :-1]
-    edge[1:, :] |= vertical
-    edge[:-1, :] |= vertical
-    edge[:, 1:] |= horizontal
-    edge[:, :-1] |= horizontal
-    out = labels.copy()
-    out[edge] = IGNORE_INDEX
-    return out
-
-
-def _compose(rng: np.random.Generator, num_classes: int, size: int) -> tuple[Array, Array] | None:
+def compose(rng: np.random.Generator, num_classes: int, size: int) -> tuple[Array, Array] | None:
     """Draw one candidate image and mask; None when a labelled object ends up too small."""
     canvas = _background(rng, size)
     layers: list[Layer] = []
@@ -492,115 +406,11 @@ def _compose(rng: np.random.Generator, num_classes: int, size: int) -> tuple[Arr
         if layer is not None and _keeps_objects_visible([*layers, layer], areas, size):
             layers.append(layer)
 
-    for layer in layers:
-        y0, y1, x0, x1 = layer.box
-        a = layer.alpha[..., None]
-        canvas[y0:y1, x0:x1] = canvas[y0:y1, x0:x1] * (1 - a) + layer.colour * a
-    canvas += rng.normal(0.0, rng.uniform(2.0, 8.0), size=canvas.shape)
-    image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+    draw_layers(canvas, layers)
+    image = finish(rng, canvas)
 
     mask = ignore_band(label_map(layers, size))
     counts = np.bincount(mask.ravel(), minlength=256)
     if not areas or any(counts[label] < MIN_LABELLED_PIXELS for label in areas):
         return None
     return image, mask
-
-
-def render_image(seed: int, index: int, num_classes: int, image_size: int) -> tuple[Array, Array]:
-    """Draw image ``index`` of the dataset with ``seed``: (RGB uint8 [S,S,3], mask uint8 [S,S]).
-
-    The image is drawn from ``default_rng([seed, index])`` alone. Candidates where a
-    labelled object would keep too few unambiguous pixels are redrawn from the same stream.
-    """
-    _check_classes(num_classes)
-    rng = np.random.default_rng([seed, index])
-    for _ in range(MAX_IMAGE_TRIES):
-        drawn = _compose(rng, num_classes, image_size)
-        if drawn is not None:
-            return drawn
-    raise RuntimeError(
-        f"could not draw synthetic image {index} (seed {seed}) with a visible object in "
-        f"{MAX_IMAGE_TRIES} tries; use a larger image_size"
-    )
-
-
-# --------------------------------------------------------------------------------------
-# The dataset on disk
-
-
-def class_names(num_classes: int) -> list[str]:
-    """Names of the first ``num_classes`` shape families, in label order 1..K."""
-    _check_classes(num_classes)
-    return list(SHAPES)[:num_classes]
-
-
-def image_id(index: int) -> str:
-    """The image id of dataset index ``index`` (train first, then val)."""
-    return f"syn_{index:06d}"
-
-
-def _check_classes(num_classes: int) -> None:
-    if not 1 <= num_classes <= MAX_CLASSES:
-        raise ValueError(
-            f"num_classes must be between 1 and {MAX_CLASSES} (the synthetic shape families: "
-            f"{', '.join(SHAPES)}), got {num_classes}"
-        )
-
-
-def check_args(
-    num_classes: int,
-    image_size: int,
-    num_train: int,
-    num_val: int,
-    jpeg_quality: int = 90,
-    seed: int = 0,
-) -> None:
-    """Raise ValueError, saying what is wrong, for arguments generate_dataset cannot use."""
-    _check_classes(num_classes)
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
-    if image_size < MIN_IMAGE_SIZE:
-        raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE} pixels, got {image_size}")
-    for name, value in (("num_train", num_train), ("num_val", num_val)):
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1 (a split cannot be empty), got {value}")
-    if not 1 <= jpeg_quality <= 100:
-        raise ValueError(f"jpeg_quality must be between 1 and 100, got {jpeg_quality}")
-
-
-def save_jpeg(path: str | os.PathLike, image: Array, quality: int) -> None:
-    """Write an RGB uint8 image as JPEG, atomically."""
-    with atomic_path(path) as tmp:
-        Image.fromarray(image, mode="RGB").save(tmp, format="JPEG", quality=quality)
-
-
-def generate_dataset(
-    root: str | os.PathLike,
-    num_classes: int,
-    image_size: int,
-    num_train: int,
-    num_val: int,
-    seed: int,
-    jpeg_quality: int = 90,
-    progress: Callable[[int], None] | None = None,
-) -> None:
-    """Write the synthetic dataset in PASCAL VOC 2012 layout under ``root``.
-
-    ``JPEGImages/<id>.jpg``, ``SegmentationClass/<id>.png`` (palette PNG, 0 background,
-    1..K classes, 255 ignore band), ``ImageSets/Segmentation/{train,val}.txt`` and
-    ``classes.txt``. Ids ``syn_000000``... run through train then val. ``progress`` is
-    called with 1 after each image (for a progress bar).
-    """
-    check_args(num_classes, image_size, num_train, num_val, jpeg_quality, seed)
-    root = Path(root)
-    ids = [image_id(i) for i in range(num_train + num_val)]
-    for index, name in enumerate(ids):
-        image, mask = render_image(seed, index, num_classes, image_size)
-        save_jpeg(root / "JPEGImages" / f"{name}.jpg", image, jpeg_quality)
-        save_mask(root / "SegmentationClass" / f"{name}.png", mask)
-        if progress is not None:
-            progress(1)
-    splits = root / "ImageSets" / "Segmentation"
-    write_text(splits / "train.txt", "\n".join(ids[:num_train]) + "\n")
-    write_text(splits / "val.txt", "\n".join(ids[num_train:]) + "\n")
-    write_text(root / "classes.txt", "\n".join(class_names(num_classes)) + "\n")
