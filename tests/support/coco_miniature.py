@@ -161,9 +161,7 @@ class CocoMiniature:
         images, annotations = [], []
         for stem in [*self.ids(split), self.unannotated(split)]:
             image_number = int(stem.rsplit("_", 1)[1])
-            images.append(
-                {"id": image_number, "file_name": f"{stem}.jpg", "height": H, "width": W}
-            )
+            images.append({"id": image_number, "file_name": f"{stem}.jpg", "height": H, "width": W})
             if stem == self.unannotated(split):
                 continue
             for box in self.boxes(stem):

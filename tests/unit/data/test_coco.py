@@ -65,7 +65,11 @@ def test_a_polygon_covers_the_pixels_between_its_corners():
 
 def test_uncompressed_and_compressed_rle():
     # column-major runs: 6 background, 3 object (column 1, rows 1-3), 21 background
-    uncompressed = {"id": 2, "category_id": 1, "segmentation": {"counts": [6, 3, 21], "size": [5, 6]}}
+    uncompressed = {
+        "id": 2,
+        "category_id": 1,
+        "segmentation": {"counts": [6, 3, 21], "size": [5, 6]},
+    }
     diagonal = np.eye(H, W, dtype=np.uint8)
     rle = mask_utils.encode(np.asfortranarray(diagonal))
     compressed = {
