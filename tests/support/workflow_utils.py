@@ -51,6 +51,7 @@ WORKFLOW_PATHS = (
 )
 TINY_CONFIG = "tests/configs/tiny.yaml"
 VOC_PRESET = "configs/voc2012_vit_b16.yaml"
+COCO_PRESET = "configs/coco2014_vit_b16.yaml"
 JOB_STATS_ROW = re.compile(r"^(\w+)\s+(\d+)$")
 RULEGRAPH_NODE = re.compile(r'^\s*(\d+)\[label = "(\w+)"')
 RULEGRAPH_EDGE = re.compile(r"^\s*(\d+) -> (\d+)")
