@@ -179,6 +179,11 @@ def expected_job_counts(config: Mapping[str, Any]) -> dict[str, int]:
     counts = {}
     if data["source"] == "synthetic":
         counts["make_synthetic"] = 1
+    elif data["source"] == "coco2014":
+        counts["download_coco"] = 3  # train2014, val2014, annotations_trainval2014
+        counts["extract_coco"] = 3
+        counts["convert_coco"] = data["coco2014"]["shards"]
+        counts["prepare_coco"] = 1
     elif not data["voc2012"]["prepared"]:
         counts["download_voc"] = 1
         counts["download_sbd"] = int(data["voc2012"]["use_sbd"])
