@@ -72,34 +72,55 @@ def check_categories(categories: Sequence[Mapping[str, Any]], source: str) -> No
         )
 
 
-def instance_mask(ann: Annotation, height: int, width: int) -> np.ndarray:
-    """The bool [H, W] mask of one annotation: a polygon list, or an RLE (uncompressed with a
-    list of counts, as COCO stores crowd regions, or compressed with a string)."""
+def instance_rle(ann: Annotation, height: int, width: int) -> dict | None:
+    """The RLE of one annotation (None for a polygon list without a polygon): a polygon list,
+    or an RLE (uncompressed with a list of counts, as COCO stores crowd regions, or compressed
+    with a string)."""
     segm = ann.get("segmentation")
     where = f"annotation {ann.get('id')} (image {ann.get('image_id')})"
     if isinstance(segm, list):
         polygons = [p for p in segm if len(p) >= 6]  # a polygon needs three points
         if not polygons:
-            return np.zeros((height, width), dtype=bool)
-        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-    elif isinstance(segm, dict) and "counts" in segm and "size" in segm:
+            return None
+        return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    if isinstance(segm, dict) and "counts" in segm and "size" in segm:
         if [int(v) for v in segm["size"]] != [height, width]:
             raise ValueError(
                 f"{where}: its RLE is {segm['size'][1]}x{segm['size'][0]} but the image is "
                 f"{width}x{height}; the instances file is corrupt, extract it again"
             )
         if isinstance(segm["counts"], list):
-            rle = mask_utils.frPyObjects(segm, height, width)
-        else:
-            rle = segm
-    else:
-        raise ValueError(
-            f"{where}: segmentation is neither a polygon list nor an RLE; the instances file "
-            "is corrupt, extract it again"
-        )
+            return mask_utils.frPyObjects(segm, height, width)
+        return segm
+    raise ValueError(
+        f"{where}: segmentation is neither a polygon list nor an RLE; the instances file "
+        "is corrupt, extract it again"
+    )
+
+
+def _decode(rle: dict) -> np.ndarray:
     with warnings.catch_warnings():  # pycocotools' __array__ predates numpy 2's copy keyword
         warnings.simplefilter("ignore", DeprecationWarning)
-        return mask_utils.decode(rle).astype(bool)
+        return mask_utils.decode(rle)
+
+
+def instance_mask(ann: Annotation, height: int, width: int) -> np.ndarray:
+    """The bool [H, W] mask of one annotation (``instance_rle`` decoded)."""
+    rle = instance_rle(ann, height, width)
+    if rle is None:
+        return np.zeros((height, width), dtype=bool)
+    return _decode(rle).astype(bool)
+
+
+def _paint(mask: np.ndarray, rle: dict, value: int) -> None:
+    """Set the pixels of ``rle`` to ``value``, touching only its bounding box."""
+    x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
+    if w <= 0 or h <= 0:
+        return
+    rows = slice(int(y), int(np.ceil(y + h)))
+    cols = slice(int(x), int(np.ceil(x + w)))
+    region = mask[rows, cols]
+    region[_decode(rle)[rows, cols].astype(bool)] = value
 
 
 def category_label(ann: Annotation) -> int:
@@ -117,21 +138,19 @@ def label_mask(annotations: Iterable[Annotation], height: int, width: int) -> np
     """The uint8 [H, W] label mask of one image (0 background, 1..80, 255 crowd); see the
     module docstring for the overlap and crowd rules."""
     mask = np.zeros((height, width), dtype=np.uint8)
-    crowd = np.zeros((height, width), dtype=bool)
-    objects: list[tuple[int, int, int, np.ndarray]] = []
+    objects: list[tuple[int, int, int, dict]] = []
     for order, ann in enumerate(annotations):
         label = category_label(ann)
-        pixels = instance_mask(ann, height, width)
+        rle = instance_rle(ann, height, width)
+        if rle is None:
+            continue
         if ann.get("iscrowd", 0):
-            crowd |= pixels
+            _paint(mask, rle, IGNORE_INDEX)  # first: any single instance covers it
         else:
-            objects.append((int(pixels.sum()), order, label, pixels))
-    covered = np.zeros((height, width), dtype=bool)
+            objects.append((int(mask_utils.area(rle)), order, label, rle))
     # largest first; among equal sizes the annotation order (the later painted last, on top)
-    for _size, _order, label, pixels in sorted(objects, key=lambda o: (-o[0], o[1])):
-        mask[pixels] = label
-        covered |= pixels
-    mask[crowd & ~covered] = IGNORE_INDEX
+    for _size, _order, label, rle in sorted(objects, key=lambda o: (-o[0], o[1])):
+        _paint(mask, rle, label)
     return mask
 
 

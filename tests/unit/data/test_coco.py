@@ -234,3 +234,33 @@ def test_a_missing_image_or_instances_file_is_named(extracted: Path, tmp_path: P
 def test_the_miniature_images_match_their_records(extracted: Path):
     with Image.open(extracted / "train2014" / f"{MINI.ids('train')[0]}.jpg") as image:
         assert image.size == (48, 40)
+
+
+def test_random_scenes_equal_a_plain_full_image_painting():
+    """On random polygons and crowd regions (640 x 480-like, many overlaps), the bounding-box
+    painting equals the rule written plainly on whole-image masks: crowd 255, then the objects
+    from the largest to the smallest (ties in annotation order)."""
+    rng = np.random.default_rng(3)
+    h, w = 37, 53
+    for _ in range(20):
+        anns = []
+        for k in range(int(rng.integers(1, 9))):
+            xs = rng.uniform(-5, w + 5, int(rng.integers(3, 9)))
+            ys = rng.uniform(-5, h + 5, xs.size)
+            anns.append(
+                {
+                    "id": k,
+                    "category_id": int(rng.choice([1, 3, 18, 90])),
+                    "segmentation": [np.stack([xs, ys], 1).reshape(-1).tolist()],
+                    "iscrowd": int(rng.random() < 0.25),
+                }
+            )
+        expected = np.zeros((h, w), np.uint8)
+        masks = [instance_mask(a, h, w) for a in anns]
+        for a, m in zip(anns, masks, strict=True):
+            if a["iscrowd"]:
+                expected[m] = 255
+        objects = [(-m.sum(), i) for i, (a, m) in enumerate(zip(anns, masks, strict=True))]
+        for _neg, i in sorted(o for o in objects if not anns[o[1]]["iscrowd"]):
+            expected[masks[i]] = COCO_LABELS[anns[i]["category_id"]]
+        np.testing.assert_array_equal(label_mask(anns, h, w), expected)
