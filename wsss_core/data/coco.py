@@ -14,8 +14,9 @@ RLE, with pycocotools) into a VOC-style label mask:
   so neither background nor a reliable class;
 - no border band: VOC's 255 band along object outlines comes from VOC's own annotation
   protocol (its masks were drawn with an uncertain 5-px boundary). COCO's polygons carry no
-  such band, and the COCO masks of the WSSS literature (made with pycocotools from the
-  instance annotations) have none, so no pixel outside a crowd region is 255.
+  such band, so a mask rasterised from them has none unless one is added on purpose; none is
+  added here (nor, as far as we can tell, in the COCO masks of WSSS work): no pixel outside a
+  crowd region is 255.
 
 Image-level labels are every category with an annotation in the image, crowd ones
 included (they are in the image), also when the mask shows none of its pixels.
