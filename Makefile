@@ -48,6 +48,7 @@ bench: install
 	$(PY) bench/bench_relevance.py
 	$(PY) bench/bench_random_walk.py
 	$(PY) bench/bench_relevance_gpu.py
+	$(PY) bench/bench_coco_convert.py
 
 clean:
 	rm -rf results/$(RUN) .snakemake

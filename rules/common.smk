@@ -46,9 +46,11 @@ SEG_METHOD = config["segmenter"]["pseudo_method"]
 RESOURCES = config["resources"]
 
 # DATA_ROOT is the dataset folder: the scripts read it and the rules depend on it whole (made by
-# make_synthetic or prepare_voc, or already there when prepared).
+# make_synthetic, prepare_voc or prepare_coco, or already there when prepared).
 if DATA_CFG["source"] == "synthetic":
     DATA_ROOT = f"{RES}/data/synthetic"
+elif DATA_CFG["source"] == "coco2014":
+    DATA_ROOT = DATA_CFG["coco2014"]["root"]
 else:
     DATA_ROOT = DATA_CFG["voc2012"]["root"]
 # the paths, trees and method lists the schema cannot check (one line naming the key)

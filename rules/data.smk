@@ -1,4 +1,5 @@
-# Data: the embedded synthetic dataset or PASCAL VOC 2012 (+ SBD), and image-level label tables.
+# Data: the embedded synthetic dataset, PASCAL VOC 2012 (+ SBD) or COCO 2014, and image-level label
+# tables.
 
 
 rule make_synthetic:
@@ -115,6 +116,114 @@ if not VOC["prepared"]:
             "$PY workflow_scripts/data_prepare_voc.py --voc-archive {input.voc} {params.sbd} "
             "--out {params.out} --no-progress --log {log}"
 
+
+
+# COCO 2014: three zip archives, extracted beside the tree; the instance annotations become
+# label masks in data.coco2014.shards convert_coco jobs (a cluster runs them side by side),
+# gathered by prepare_coco into a VOC-layout tree (wsss_core/data/coco_prepare.py).
+COCO = DATA_CFG["coco2014"]
+COCO_ARCHIVES = {
+    # archive -> (config key prefix, folder of the archive extracted)
+    "train2014": ("train", "train2014"),
+    "val2014": ("val", "val2014"),
+    "annotations_trainval2014": ("annotations", "annotations"),
+}
+COCO_EXTRACTED = str(Path(COCO["root"]).parent / "coco2014_extracted")
+
+
+scattergather:
+    coco=COCO["shards"],
+
+
+rule download_coco:
+    output:
+        f"{COCO['downloads']}/{{archive}}.zip",
+    wildcard_constraints:
+        archive="|".join(COCO_ARCHIVES),
+    params:
+        md5=lambda w: COCO[f"{COCO_ARCHIVES[w.archive][0]}_md5"],  # as in download_voc
+        url=lambda w, input: COCO[f"{COCO_ARCHIVES[w.archive][0]}_url"],
+    log:
+        "logs/download_coco_{archive}.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **gpu_resources("download_coco"),
+    shell:
+        "$PY workflow_scripts/data_download.py --url {params.url:q} --md5 {params.md5} "
+        "--out {output} --log {log}"
+
+
+rule extract_coco:
+    input:
+        f"{COCO['downloads']}/{{archive}}.zip",
+    output:
+        directory(f"{COCO_EXTRACTED}/{{archive}}"),
+    wildcard_constraints:
+        archive="|".join(COCO_ARCHIVES),
+    params:
+        prefix=lambda w: COCO_ARCHIVES[w.archive][1],
+    log:
+        "logs/extract_coco_{archive}.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **gpu_resources("extract_coco"),
+    shell:
+        "$PY workflow_scripts/data_extract.py --archive {input} --out {output} "
+        "--strip-prefix {params.prefix} --no-progress --log {log}"
+
+
+COCO_SOURCES = {
+    "annotations": f"{COCO_EXTRACTED}/annotations_trainval2014",
+    "train": f"{COCO_EXTRACTED}/train2014",
+    "val": f"{COCO_EXTRACTED}/val2014",
+}
+
+
+rule convert_coco:
+    input:
+        **COCO_SOURCES,
+    output:
+        temp(directory(f"{COCO_EXTRACTED}/shards/{{scatteritem}}")),
+    params:
+        shard=shard_args,
+    log:
+        f"logs/convert_coco/{{scatteritem}}.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **gpu_resources("convert_coco"),
+    shell:
+        "$PY workflow_scripts/data_convert_coco.py --annotations {input.annotations} "
+        "--train-images {input.train} --val-images {input.val} {params.shard} --out {output} "
+        "--log {log}"
+
+
+rule prepare_coco:
+    input:
+        shards=gather.coco(f"{COCO_EXTRACTED}/shards/{{scatteritem}}"),
+        train=COCO_SOURCES["train"],
+        val=COCO_SOURCES["val"],
+    output:
+        directory(COCO["root"]),
+    log:
+        "logs/prepare_coco.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **gpu_resources("prepare_coco"),
+    shell:
+        "$PY workflow_scripts/data_prepare_coco.py --shards {input.shards} "
+        "--train-images {input.train} --val-images {input.val} --out {output} --log {log}"
+
+
+localrules:
+    download_coco,
 
 # Run by Snakemake itself, never submitted to a cluster: the downloads need the network of
 # the login node; make_synthetic and make_labels take seconds, less than a job's scheduling.

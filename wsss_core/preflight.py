@@ -27,6 +27,7 @@ def check_run(config: Config, results_dir: str | Path) -> None:
     check_weight_files(config)
     check_voc_root(config)
     check_prepared_tree(config)
+    check_coco_splits(config)
     check_patch_sizes(config)
     check_stage_methods(config)
     check_results_writable(results_dir)
@@ -116,6 +117,19 @@ def check_prepared_tree(config: Config) -> None:
             f"config key data.voc2012.root: {root / 'classes.txt'} is missing (the class names, "
             f"one per line in label order); write it, or {fix}"
         )
+
+
+def check_coco_splits(config: Config) -> None:
+    """prepare_coco writes the split lists train (train2014) and val (val2014), no other."""
+    data = config["data"]
+    if data["source"] != "coco2014":
+        return
+    for key in ("train_split", "eval_split"):
+        if data[key] not in ("train", "val"):
+            raise ValueError(
+                f"config key data.{key}: '{data[key]}' is no COCO 2014 split; use train "
+                "(train2014) or val (val2014)"
+            )
 
 
 def check_patch_sizes(config: Config) -> None:

@@ -17,18 +17,21 @@ def shard_ids(ids: Sequence[str], shard: int, num_shards: int) -> list[str]:
     return list(ids[shard::num_shards])
 
 
-def gather_mask_dirs(shard_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> int:
-    """Merge per-shard folders of ``<id>.png`` masks into ``out_dir`` atomically.
+def gather_mask_dirs(
+    shard_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, pattern: str = "*.png"
+) -> int:
+    """Merge per-shard folders of ``<id>.png`` masks (files matching ``pattern``) into
+    ``out_dir`` atomically.
 
     Files are hard-linked where the filesystem allows (no copy), else copied.
     An id found in two shards is an error: shards must partition the images.
-    Returns the number of masks gathered.
+    Returns the number of files gathered.
     """
     seen: dict[str, Path] = {}
     for shard in map(Path, shard_dirs):
         if not shard.is_dir():
             raise FileNotFoundError(f"shard folder {shard} is missing; rerun the shard's rule")
-        for mask in sorted(shard.glob("*.png")):
+        for mask in sorted(shard.glob(pattern)):
             if mask.name in seen:
                 raise ValueError(f"{mask.name} is in both {seen[mask.name].parent} and {shard}")
             seen[mask.name] = mask

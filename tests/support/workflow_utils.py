@@ -51,6 +51,7 @@ WORKFLOW_PATHS = (
 )
 TINY_CONFIG = "tests/configs/tiny.yaml"
 VOC_PRESET = "configs/voc2012_vit_b16.yaml"
+COCO_PRESET = "configs/coco2014_vit_b16.yaml"
 JOB_STATS_ROW = re.compile(r"^(\w+)\s+(\d+)$")
 RULEGRAPH_NODE = re.compile(r'^\s*(\d+)\[label = "(\w+)"')
 RULEGRAPH_EDGE = re.compile(r"^\s*(\d+) -> (\d+)")
@@ -178,6 +179,11 @@ def expected_job_counts(config: Mapping[str, Any]) -> dict[str, int]:
     counts = {}
     if data["source"] == "synthetic":
         counts["make_synthetic"] = 1
+    elif data["source"] == "coco2014":
+        counts["download_coco"] = 3  # train2014, val2014, annotations_trainval2014
+        counts["extract_coco"] = 3
+        counts["convert_coco"] = data["coco2014"]["shards"]
+        counts["prepare_coco"] = 1
     elif not data["voc2012"]["prepared"]:
         counts["download_voc"] = 1
         counts["download_sbd"] = int(data["voc2012"]["use_sbd"])

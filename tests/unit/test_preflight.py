@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from workflow_utils import REPO, TINY_CONFIG, VOC_PRESET, run_config
+from workflow_utils import COCO_PRESET, REPO, TINY_CONFIG, VOC_PRESET, run_config
 
 from wsss_core import preflight
 
@@ -45,6 +45,17 @@ def test_good_configs_pass(tiny, voc, tmp_path):
     preflight.check_run(voc, tmp_path / "results" / "voc")
     root = prepared_tree(tmp_path / "VOC2012")
     preflight.check_run(prepared(voc, root, train_split="train"), tmp_path / "r")
+
+
+def test_the_coco_preset_passes_and_names_a_split_it_lacks(tmp_path):
+    coco = run_config(REPO, COCO_PRESET)
+    preflight.check_run(coco, tmp_path / "results" / "coco")
+    config = copy.deepcopy(coco)
+    config["data"]["train_split"] = "train_aug"
+    with pytest.raises(
+        ValueError, match=r"^config key data\.train_split: 'train_aug' is no COCO 2014 split"
+    ):
+        preflight.check_run(config, tmp_path / "results" / "coco")
 
 
 def test_missing_weights_file_names_its_key(tiny):

@@ -9,6 +9,7 @@ from dataclasses import fields
 import pytest
 from jsonschema.validators import validator_for
 from workflow_utils import (
+    COCO_PRESET,
     REPO,
     TINY_CONFIG,
     VOC_PRESET,
@@ -93,7 +94,7 @@ def test_schema_rejects_unknown_keys_everywhere():
     assert rules == {"$ref": "#/$defs/rule_resources"}
 
 
-@pytest.mark.parametrize("configfile", [None, TINY_CONFIG, VOC_PRESET])
+@pytest.mark.parametrize("configfile", [None, TINY_CONFIG, VOC_PRESET, COCO_PRESET])
 def test_config_files_match_the_schema(configfile):
     """config.yaml alone and each preset on top of it (as Snakemake merges them) are valid."""
     config = run_config(REPO, configfile)
@@ -105,7 +106,7 @@ def test_config_files_match_the_schema(configfile):
     assert errors == []
 
 
-@pytest.mark.parametrize("configfile", [None, TINY_CONFIG, VOC_PRESET])
+@pytest.mark.parametrize("configfile", [None, TINY_CONFIG, VOC_PRESET, COCO_PRESET])
 def test_config_sections_pass_the_codes_own_checks(configfile):
     """The training sections of config.yaml and each preset, with the schema's defaults filled
     in as the rules pass them, are accepted by the parsers their rules call (which reject

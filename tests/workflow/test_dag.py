@@ -1,4 +1,5 @@
-"""The DAG (dry runs): config.yaml, tests/configs/tiny.yaml and the VOC preset resolve to the jobs
+"""The DAG (dry runs): config.yaml, tests/configs/tiny.yaml and the VOC and COCO presets resolve to
+the jobs
 the design asks for, the rule graph is the designed pipeline, and ``snakemake --lint`` finds
 nothing."""
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from workflow_utils import (
+    COCO_PRESET,
     TINY_CONFIG,
     VOC_PRESET,
     expected_job_counts,
@@ -62,7 +64,7 @@ EXPECTED_RULE_GRAPH = {
 
 # login node's network, the others take seconds, less than a job's scheduling.
 LOCAL_RULES = {
-    "download_voc", "download_sbd", "make_synthetic", "make_labels", "gather_cams",
+    "download_voc", "download_sbd", "download_coco", "make_synthetic", "make_labels", "gather_cams",
     "compare_cams", "gather_seeds", "eval_seeds", "gather_walk", "eval_walk", "eval_segmenter",
     "summary", "report_tables", "figure_methods", "figure_curves", "figure_runtimes",
 }  # fmt: skip
@@ -72,7 +74,9 @@ LOCAL_RULES = {
 
 
 @pytest.mark.parametrize(
-    "configfile", [None, TINY_CONFIG, VOC_PRESET], ids=["config.yaml", "tiny", "voc2012"]
+    "configfile",
+    [None, TINY_CONFIG, VOC_PRESET, COCO_PRESET],
+    ids=["config.yaml", "tiny", "voc2012", "coco2014"],
 )
 def test_dry_run_schedules_one_job_per_method_shard_and_stage(configfile, dry_workdir):
     """The dry run of each config lists exactly the jobs of the design: one extract_cams job per
@@ -90,6 +94,9 @@ def test_dry_run_schedules_one_job_per_method_shard_and_stage(configfile, dry_wo
     if config["data"]["source"] == "voc2012":
         assert {"download_voc", "download_sbd", "prepare_voc"} <= set(counts)
         assert "make_synthetic" not in counts
+    elif config["data"]["source"] == "coco2014":
+        assert counts["convert_coco"] == config["data"]["coco2014"]["shards"]
+        assert not {"make_synthetic", "download_voc", "prepare_voc"} & set(counts)
     else:
         assert counts["make_synthetic"] == 1
         assert not {"download_voc", "download_sbd", "prepare_voc"} & set(counts)
@@ -115,6 +122,29 @@ def test_voc_preset_downloads_both_archives_and_prepares_train_aug(dry_workdir):
     assert f"--out {Path(voc['root']).parent} --no-progress" in text
 
 
+def test_coco_preset_downloads_three_zips_and_converts_in_shards(dry_workdir):
+    """The COCO preset fetches the three archives with their checksums, extracts each in its
+    own job, converts in data.coco2014.shards jobs and gathers them into the tree at
+    data.coco2014.root; the run for real is tests/workflow/test_coco_preset.py."""
+    config = run_config(dry_workdir, COCO_PRESET)
+    coco = config["data"]["coco2014"]
+    assert config["data"]["source"] == "coco2014" and coco["shards"] == 32
+    proc = snakemake(dry_workdir, "-n", "-p", "--configfile", COCO_PRESET, timeout=120)
+    text = output(proc)
+    assert proc.returncode == 0, tail(text)
+    for key, archive in (
+        ("train", "train2014"),
+        ("val", "val2014"),
+        ("annotations", "annotations_trainval2014"),
+    ):
+        url, md5 = coco[f"{key}_url"], coco[f"{key}_md5"]
+        assert (
+            f"--url {shlex.quote(url)} --md5 {md5} --out {coco['downloads']}/{archive}.zip" in text
+        )
+    assert f"output: {coco['root']}\n" in text
+    assert "--shard 31 --num-shards 32" in text
+
+
 def test_workflow_utils_parse_job_tables():
     """job_counts reads the first job table; an up-to-date run has none."""
     text = (
@@ -130,7 +160,9 @@ def test_rule_graph_is_the_designed_pipeline(dry_workdir):
     assert rule_graph(dry_workdir, TINY_CONFIG) == EXPECTED_RULE_GRAPH
 
 
-@pytest.mark.parametrize("configfile", [TINY_CONFIG, VOC_PRESET], ids=["tiny", "voc2012"])
+@pytest.mark.parametrize(
+    "configfile", [TINY_CONFIG, VOC_PRESET, COCO_PRESET], ids=["tiny", "voc2012", "coco2014"]
+)
 def test_lint_finds_nothing(configfile, dry_workdir):
     """``snakemake --lint``: no finding (every setting reaches a rule as input or params, one
     conda environment per rule, functions only in rules/common.smk, no path composed with +)."""

@@ -47,6 +47,7 @@ from slurm_cluster import (
     total_memory_mb,
 )
 from workflow_utils import (
+    COCO_PRESET,
     TINY_CONFIG,
     VOC_PRESET,
     WorkflowRun,
@@ -166,7 +167,7 @@ def test_profile_leaves_gpus_to_the_config_and_the_config_names_real_rules():
     defined = set()
     for smk in (REPO / "rules").glob("*.smk"):
         defined |= set(re.findall(r"^ *rule (\w+):", smk.read_text(), flags=re.M))
-    for configfile in (None, TINY_CONFIG, VOC_PRESET):
+    for configfile in (None, TINY_CONFIG, VOC_PRESET, COCO_PRESET):
         named = set(run_config(REPO, configfile)["resources"]["rules"])
         unknown = named - defined
         assert not unknown, f"resources.rules of {configfile} names no rule: {unknown}"

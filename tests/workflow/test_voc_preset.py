@@ -11,7 +11,6 @@ points ``data.voc2012.root`` at the tree the first one prepared, with ``prepared
 from __future__ import annotations
 
 import tarfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import timm
-import torch
 from http_server import RangeServer
-from safetensors.torch import save_file
+from preset_runs import SIZES, preset_run_config, run_workflow, weights_files
 from voc_miniature import Miniature, md5, sbd_tgz, voc_tar
 from workflow_utils import (
     VOC_PRESET,
@@ -34,8 +31,6 @@ from workflow_utils import (
     read_mask,
     snakemake,
     tail,
-    with_values,
-    write_config,
 )
 
 from wsss_core.data.voc import VOC_CLASSES
@@ -62,34 +57,6 @@ SBD_ONLY = ["2008_000002", "2008_000003", "2008_000007", "2008_000008"]
 # (SBD train + SBD val + VOC train) - VOC val, by hand
 EXPECTED_TRAIN_AUG = sorted([*MINI.voc_train, *SBD_ONLY])
 
-# Everything the test changes in the preset: sizes and where the archives are.
-SIZES = {
-    "classifier.backbone": "vit_tiny_patch16_224",
-    "classifier.img_size": 64,
-    "classifier.batch_size": 8,
-    "classifier.epochs": 1,
-    "classifier.num_workers": 0,
-    "cams.shards": 2,
-    "seeds.shards": 2,
-    "affinity.net.epochs": 1,
-    "affinity.net.batch_size": 8,
-    "affinity.net.crop_size": 64,
-    "affinity.net.num_workers": 0,
-    "walk.shards": 2,
-    "segmenter.net.backbone": "resnet10t",
-    "segmenter.net.aspp_channels": 32,
-    "segmenter.net.decoder_channels": 32,
-    "segmenter.net.low_level_channels": 16,
-    "segmenter.net.epochs": 1,
-    "segmenter.net.batch_size": 8,
-    "segmenter.net.crop_size": 64,
-    "segmenter.net.num_workers": 0,
-    "resources.threads": 1,
-    "resources.gpus_per_job": 0,
-    "resources.default_mem_mb": 1000,
-    "resources.default_runtime": 10,
-}
-
 
 @dataclass(frozen=True)
 class VOCRun:
@@ -106,45 +73,6 @@ class VOCRun:
     @property
     def voc_root(self) -> Path:
         return self.workdir / self.config["data"]["voc2012"]["root"]
-
-
-def weights_files(folder: Path) -> dict[str, str]:
-    """The backbones' "ImageNet" weights as files, built by timm without downloading."""
-    folder.mkdir(parents=True, exist_ok=True)
-    vit = folder / "vit_tiny_patch16_224.safetensors"
-    save_file(timm.create_model(SIZES["classifier.backbone"], pretrained=False).state_dict(), vit)
-    cnn = folder / "resnet10t.pth"
-    torch.save(
-        timm.create_model(SIZES["segmenter.net.backbone"], pretrained=False).state_dict(), cnn
-    )
-    return {"classifier.pretrained": str(vit), "segmenter.net.pretrained": str(cnn)}
-
-
-def preset_run_config(workdir: Path, overrides: dict[str, Any]) -> tuple[list[str], dict]:
-    """The preset and an overrides file beside it: the --configfile list and the merged config."""
-    resources = {
-        f"resources.rules.{rule}": {"mem_mb": 1000, "runtime": 10}
-        for rule in load_yaml(workdir / VOC_PRESET)["resources"]["rules"]
-    }
-    override = with_values({}, {**SIZES, **resources, **overrides})
-    files = [VOC_PRESET, write_config(workdir, "voc_test_overrides.yaml", override)]
-    config = load_yaml(workdir / "config.yaml")
-    for name in files:
-        config = merge_config(config, load_yaml(workdir / name))
-    return files, config
-
-
-def run_workflow(workdir: Path, configfiles: list[str], *targets: str) -> tuple[str, float]:
-    started = time.monotonic()
-    proc = snakemake(
-        workdir, "--cores", "2", "--configfile", *configfiles, "--", *targets, timeout=900
-    )
-    seconds = time.monotonic() - started
-    if proc.returncode != 0:
-        logs = sorted(workdir.rglob("*.log"), key=lambda p: p.stat().st_mtime)
-        detail = f"\n--- {logs[-1]}\n{tail(logs[-1].read_text())}" if logs else ""
-        pytest.fail(f"workflow failed (exit {proc.returncode}):\n{tail(output(proc))}{detail}")
-    return output(proc), seconds
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,11 @@ an HTTP Range request, verifies the checksum and only then renames the file to
 and plain local paths are copied the same way (offline clusters with
 pre-downloaded archives).
 
-``safe_extract`` unpacks a tar archive (plain or gzip) into a temporary
-directory beside the target and renames it when complete; members that would
+``safe_extract`` unpacks a tar archive (plain or gzip) or a zip archive (COCO's) into a
+temporary directory beside the target and renames it when complete; members that would
 land outside the target (absolute paths, ``..``, links pointing outside) and
-device files are refused before anything is written for them.
+device files (and, in zip archives, any symlink) are refused before anything is written
+for them.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ import json
 import logging
 import os
 import re
+import shutil
+import stat
 import tarfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -410,6 +414,78 @@ def _plan_member(
     return member.replace(name=name, linkname=linkname, deep=False)
 
 
+def _extract_tar(archive: Path, prefix: list[str], root: str, bar: tqdm) -> int:
+    """Extract the safe members of a tar archive under ``root``; the number extracted."""
+    extracted = 0
+    with tarfile.open(archive, "r:*") as tar:
+        for member in tar:
+            planned = _plan_member(member, prefix, root, archive)
+            if planned is None:
+                continue
+            try:
+                tar.extract(planned, root, set_attrs=not planned.isdir(), filter="data")
+            except tarfile.FilterError as err:
+                raise UnsafeArchiveError(
+                    f"{archive}: refusing member '{member.name}': {err}"
+                ) from err
+            extracted += 1
+            bar.update()
+    return extracted
+
+
+def _plan_zip_member(info: zipfile.ZipInfo, prefix: list[str], archive: Path) -> list[str] | None:
+    """The path components of a zip member relative to the target, None to skip it (outside
+    ``prefix``, or the prefix folder itself); refuses absolute paths, ``..`` and symlinks."""
+
+    def refuse(reason: str) -> UnsafeArchiveError:
+        return UnsafeArchiveError(
+            f"{archive}: refusing member '{info.filename}': {reason}. The archive is corrupt or "
+            "malicious; do not use it - download it again from the official source."
+        )
+
+    name = info.filename
+    if name.startswith(("/", "\\")) or os.path.isabs(name) or re.match(r"^[A-Za-z]:", name):
+        raise refuse("absolute path")
+    if "\\" in name:
+        raise refuse("backslash in the path")
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        raise refuse("symlinks are not extracted from zip archives")
+    # Unix zips record the file type in the high bits (none: a plain file or folder)
+    if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise refuse("device files and pipes are not extracted")
+    parts = _clean_parts(name)
+    if ".." in parts:
+        raise refuse("'..' in the path")
+    if prefix:
+        if parts[: len(prefix)] != prefix:
+            return None
+        parts = parts[len(prefix) :]
+    return parts or None
+
+
+def _extract_zip(archive: Path, prefix: list[str], root: str, bar: tqdm) -> int:
+    """Extract the safe members of a zip archive under ``root``; the number extracted.
+
+    Every member is checked before any is written (a zip lists its members up front)."""
+    with zipfile.ZipFile(archive) as zf:
+        planned = [(info, _plan_zip_member(info, prefix, archive)) for info in zf.infolist()]
+        extracted = 0
+        for info, parts in planned:
+            if parts is None:
+                continue
+            dest = os.path.join(root, *parts)
+            if info.is_dir():
+                os.makedirs(dest, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                with zf.open(info) as src, open(dest, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            extracted += 1
+            bar.update()
+    return extracted
+
+
 # Written into an extraction (with ``stamp=True``) just before it is renamed into place: which
 # archive it came from. A folder without it, or with another archive's, is no finished extraction
 # of this archive (Snakemake creates the parent folders of a rule's outputs before the rule runs,
@@ -451,7 +527,8 @@ def safe_extract(
     progress: bool = True,
     stamp: bool = False,
 ) -> Path:
-    """Extract a tar (plain, gzip, bz2, xz) archive into ``target_dir``, safely and atomically.
+    """Extract a tar (plain, gzip, bz2, xz) or zip archive into ``target_dir``, safely and
+    atomically.
 
     With ``strip_prefix`` (e.g. ``VOCdevkit/VOC2012``) only members under that
     folder are extracted, with the prefix removed; the others are skipped. The
@@ -459,8 +536,9 @@ def safe_extract(
     replaces it when complete, so a killed extraction never looks finished.
     Refused members (``UnsafeArchiveError``, naming the member): absolute
     paths, ``..`` components, symlinks or hard links resolving outside the
-    target, device files and pipes. ``stamp`` writes ``EXTRACTION_STAMP`` into the finished
-    extraction, so that ``is_extracted`` recognises it later.
+    target, device files and pipes (and every symlink of a zip archive). ``stamp`` writes
+    ``EXTRACTION_STAMP`` into the finished extraction, so that ``is_extracted`` recognises it
+    later.
     """
     archive = Path(archive)
     target = Path(target_dir)
@@ -469,23 +547,15 @@ def safe_extract(
     prefix = _clean_parts(strip_prefix) if strip_prefix else []
     if ".." in prefix:
         raise ValueError(f"strip_prefix '{strip_prefix}' must not contain '..'")
+    is_zip = archive.suffix.lower() == ".zip" or zipfile.is_zipfile(archive)
     try:
-        with tarfile.open(archive, "r:*") as tar, atomic_directory(target) as tmp:
+        with atomic_directory(target) as tmp:
             root = os.path.realpath(tmp)
-            extracted = 0
             with tqdm(unit=" files", desc=f"extract {archive.name}", disable=not progress) as bar:
-                for member in tar:
-                    planned = _plan_member(member, prefix, root, archive)
-                    if planned is None:
-                        continue
-                    try:
-                        tar.extract(planned, root, set_attrs=not planned.isdir(), filter="data")
-                    except tarfile.FilterError as err:
-                        raise UnsafeArchiveError(
-                            f"{archive}: refusing member '{member.name}': {err}"
-                        ) from err
-                    extracted += 1
-                    bar.update()
+                if is_zip:
+                    extracted = _extract_zip(archive, prefix, root, bar)
+                else:
+                    extracted = _extract_tar(archive, prefix, root, bar)
             if extracted == 0:
                 where = f" under '{strip_prefix}'" if prefix else ""
                 raise ValueError(
@@ -498,6 +568,11 @@ def safe_extract(
     except (tarfile.ReadError, EOFError, zlib.error, gzip.BadGzipFile) as err:
         raise ValueError(
             f"archive {archive} is truncated or not a tar archive ({err}); delete it and "
+            "download it again"
+        ) from err
+    except zipfile.BadZipFile as err:
+        raise ValueError(
+            f"archive {archive} is truncated or not a zip archive ({err}); delete it and "
             "download it again"
         ) from err
     log.info("extracted %d members of %s into %s", extracted, archive, target)

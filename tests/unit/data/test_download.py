@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -304,3 +306,70 @@ def test_download_file_script(tmp_path, capsys):
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith(f"data_download: error: checksum mismatch for {bad} ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src.tgz"]
+
+
+# ----------------------------------------------------------------------------- zip archives
+
+
+def make_zip(path: Path, members: dict[str, bytes], symlinks: dict[str, str] | None = None) -> Path:
+    """A zip with ``members`` (name -> bytes; a name ending in / is a folder) and symlink entries
+    (name -> target, stored as Unix symlinks the way `zip -y` does)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        for name, target in (symlinks or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, target)
+    return path
+
+
+def test_zip_extracts_under_its_prefix(tmp_path):
+    content = {
+        "train2014/": b"",
+        "train2014/COCO_train2014_000000000009.jpg": np.random.default_rng(1).bytes(70_000),
+        "train2014/sub/b.txt": b"b",
+        "other/c.txt": b"outside the prefix",
+    }
+    archive = make_zip(tmp_path / "train2014.zip", content)
+    out = safe_extract(archive, tmp_path / "out", strip_prefix="train2014", progress=False)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        "COCO_train2014_000000000009.jpg",
+        "sub",
+        "sub/b.txt",
+    ]
+    jpg = out / "COCO_train2014_000000000009.jpg"
+    assert jpg.read_bytes() == content["train2014/COCO_train2014_000000000009.jpg"]
+    assert (out / "sub" / "b.txt").read_bytes() == b"b"
+
+
+ZIP_UNSAFE = {
+    "dotdot": ({"a/../../escaped.txt": b"x"}, {}, "a/../../escaped.txt", "'..' in the path"),
+    "absolute": ({"/tmp/wsss-evil-zip.txt": b"x"}, {}, "/tmp/wsss-evil-zip.txt", "absolute"),
+    "drive": ({"C:/evil.txt": b"x"}, {}, "C:/evil.txt", "absolute"),
+    "symlink": ({"a/ok.txt": b"x"}, {"a/link": "../../etc/passwd"}, "a/link", "symlinks"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ZIP_UNSAFE))
+def test_unsafe_zip_members_are_refused_before_anything_is_written(tmp_path, case):
+    members, links, bad_name, reason = ZIP_UNSAFE[case]
+    # a good member comes first: nothing at all is written, the check runs over the whole list
+    archive = make_zip(tmp_path / "bad.zip", {"a/first.txt": b"1", **members}, links)
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(UnsafeArchiveError, match=reason) as info:
+        safe_extract(archive, work / "target", progress=False)
+    assert f"'{bad_name}'" in str(info.value)
+    assert list(work.iterdir()) == []
+    assert not list(tmp_path.rglob("escaped.txt"))
+    assert not Path("/tmp/wsss-evil-zip.txt").exists()
+
+
+def test_truncated_zip_is_an_error_and_leaves_no_target(tmp_path):
+    whole = make_zip(tmp_path / "whole.zip", {"a/x.bin": np.random.default_rng(2).bytes(50_000)})
+    cut = tmp_path / "cut.zip"
+    cut.write_bytes(whole.read_bytes()[:30_000])
+    with pytest.raises(ValueError, match="cut.zip is truncated or not a zip archive"):
+        safe_extract(cut, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
