@@ -45,7 +45,7 @@ dag: install
 	@echo "wrote results/$(RUN)/dag.svg and results/$(RUN)/rulegraph.svg (copied to docs/ for README)"
 
 bench: install
-	$(PY) bench/bench_relevance.py
+	$(PY) bench/bench_relevance.py --flops
 	$(PY) bench/bench_random_walk.py
 	$(PY) bench/bench_relevance_gpu.py
 	$(PY) bench/bench_coco_convert.py

@@ -15,10 +15,13 @@ and ("extra") that peak minus the resident size once the model and images are in
 
 The ratio depends on the machine: both sides are mostly matrix products, and where those
 run at full speed it is about the ratio of their work (see README, Benchmarks); on a
-loaded machine the reference's many small operations cost it more.
+loaded machine the reference's many small operations cost it more. ``--flops`` also
+counts, for one batch of each side, the floating-point operations of the matrix products
+and convolutions (``torch.profiler``'s ``with_flops``) and the tensor operations run: the
+ratio of work, which does not depend on the machine or its load.
 
     .venv/bin/python bench/bench_relevance.py [--images 2] [--repeats 2] [--threads 2]
-        [--device cpu] [--model vit_base_patch16_224] [--size 224] [--no-memory]
+        [--device cpu] [--model vit_base_patch16_224] [--size 224] [--no-memory] [--flops]
 """
 
 from __future__ import annotations
@@ -150,6 +153,22 @@ def peak_memory_isolated(args: dict, mode: str) -> dict:
     return result
 
 
+def count_work(args: dict, mode: str) -> dict:
+    """GFLOP of the matrix products and convolutions, and tensor operations (``aten::``
+    calls), per map of one batch of ``mode``, as ``torch.profiler`` counts them."""
+    from torch.profiler import profile
+
+    model, images, classes = _setup(args)
+    reference = ReferenceViT(model) if mode == "reference" else None
+    with profile(with_flops=True) as prof:
+        run(model, images, classes, mode, reference)
+    events = prof.key_averages()
+    maps = sum(len(c) for c in classes)
+    flops = sum(e.flops for e in events if e.flops)
+    calls = sum(e.count for e in events if e.key.startswith("aten::"))
+    return {"gflop_per_map": flops / maps / 1e9, "ops_per_map": calls / maps}
+
+
 def max_relative_deviation(ours: torch.Tensor, reference: torch.Tensor) -> float:
     """max over maps of max |ours - reference| / max |reference| (per map)."""
     ours, reference = ours.double().cpu(), reference.double().cpu()
@@ -168,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-memory", dest="memory", action="store_false", help="skip the peak-memory runs"
     )
+    parser.add_argument(
+        "--flops", action="store_true", help="count the work of one batch of each side"
+    )
     args = vars(parser.parse_args(argv))
     device = select_device(args["device"])
     print(
@@ -185,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         if args["memory"]:
             memory = peak_memory if device.type == "cuda" else peak_memory_isolated
             row.update(memory(args, name))
+        if args["flops"]:
+            row.update(count_work(args, name))
     ratio = ours["maps_per_s"] / reference["maps_per_s"]
     deviation = max_relative_deviation(ours["maps"], reference["maps"])
     header = f"{'variant':<12}{'maps/s':>10}{'s/batch':>10}"
@@ -196,6 +220,17 @@ def main(argv: list[str] | None = None) -> int:
             line += f"{row['peak_mb']:>10.0f}{row['extra_mb']:>10.0f}"
         print(line)
     print(f"speed-up ours / reference: {ratio:.2f}x")
+    if args["flops"]:
+        for name, row in timed.items():
+            print(
+                f"{name}: {row['gflop_per_map']:.4g} GFLOP per map (matrix products and "
+                f"convolutions), {row['ops_per_map']:.0f} tensor operations per map"
+            )
+        work = reference["gflop_per_map"] / ours["gflop_per_map"]
+        print(f"work ratio reference / ours: {work:.2f}x")
+        summary_work = work
+    else:
+        summary_work = None
     print(f"load average (1 min) before / after timing: {load_before:.1f} / {load_after:.1f}")
     print(
         "max deviation of our maps from the reference's (relative to each map's max): "
@@ -205,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, row in (("ours", ours), ("reference", reference)):
         summary[name] = {k: v for k, v in row.items() if k != "maps"}
     summary.update(speedup=ratio, max_relative_deviation=deviation, load=[load_before, load_after])
+    if summary_work is not None:
+        summary["work_ratio"] = summary_work
     print(json.dumps(summary))
     return 0
 

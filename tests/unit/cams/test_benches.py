@@ -43,14 +43,20 @@ def test_reference_port_equals_explain(start_layer):
             torch.testing.assert_close(got, expected, rtol=0, atol=1e-6 * scale)
 
 
-def test_bench_runs_and_reports_the_ratio(capsys):
+def test_bench_runs_and_reports_the_ratio_and_the_work(capsys):
     bench = _load("bench_relevance")
     args = ["--model", "vit_tiny_patch16_224", "--size", "32", "--repeats", "1", "--no-memory"]
-    assert bench.main(args) == 0
+    assert bench.main(args + ["--flops"]) == 0
     out = capsys.readouterr().out
     assert "speed-up ours / reference" in out
     deviation = float(out.split("each map's max): ")[1].split()[0])
     assert deviation < 1e-3
+    # per map the reference runs a forward, a backward with parameter gradients and a
+    # relevance pass of 8 products per linear layer; ours shares the forward and takes 3
+    work = float(out.split("work ratio reference / ours: ")[1].split("x")[0])
+    assert 2 < work < 5
+    gflop = [float(line.split(": ")[1].split()[0]) for line in out.splitlines() if "GFLOP" in line]
+    assert len(gflop) == 2 and all(g > 0 for g in gflop)
 
 
 def test_gpu_bench_says_no_cuda_device_and_exits_cleanly(monkeypatch, capsys):
