@@ -1,4 +1,5 @@
-# Data: the embedded synthetic dataset or PASCAL VOC 2012 (+ SBD), and image-level label tables.
+# Data: the embedded synthetic dataset, PASCAL VOC 2012 (+ SBD) or a folder of your own, and
+# image-level label tables.
 
 
 rule make_synthetic:
@@ -26,7 +27,8 @@ rule make_labels:
     output:
         f"{RES}/labels/{{split}}.csv",
     params:
-        source=DATA_CFG["label_source"],
+        # a folder of your own brings its tables (prepare_folder put them in the tree)
+        source="table" if DATA_CFG["source"] == "folder" else DATA_CFG["label_source"],
     log:
         log_path("make_labels", "{split}"),
     benchmark:
@@ -39,6 +41,28 @@ rule make_labels:
     shell:
         "$PY workflow_scripts/data_labels.py --root {input.data} --split {wildcards.split} "
         "--source {params.source} --out {output} --log {log}"
+
+
+rule prepare_folder:
+    input:
+        folder_files,
+    output:
+        directory(f"{RES}/data/folder"),
+    params:
+        folder=DATA_CFG["folder"]["path"],
+        splits=list(dict.fromkeys([TRAIN_SPLIT, EVAL_SPLIT])),
+    log:
+        log_path("prepare_folder"),
+    benchmark:
+        bench_path("prepare_folder")
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **gpu_resources("prepare_folder"),
+    shell:
+        "$PY workflow_scripts/data_prepare_folder.py --folder {params.folder:q} "
+        "--splits {params.splits} --out {output} --log {log}"
 
 
 VOC = DATA_CFG["voc2012"]

@@ -48,6 +48,7 @@ WORKFLOW_PATHS = (
     "configs",
     "profiles",
     "tests/configs",
+    "scripts/make_example_folder.py",
 )
 TINY_CONFIG = "tests/configs/tiny.yaml"
 VOC_PRESET = "configs/voc2012_vit_b16.yaml"

@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from wsss_core.data.layout import load_gt_mask, load_image  # noqa: E402
+from wsss_core.data.layout import load_gt_mask, load_image, mask_path  # noqa: E402
 from wsss_core.data.palette import IGNORE_INDEX, colorize, load_mask  # noqa: E402
 from wsss_core.io import atomic_path  # noqa: E402
 
@@ -183,7 +183,10 @@ def _sample_row(
         maps, _ = reader.upsampled(image_id)
         heat = heat_overlay(image, relevance_heat(maps, image.shape[:2]))
     masks = [_mask_or_none(folder, image_id) for folder in (seeds_dir, rw_dir, pred_dir)]
-    panels = [image, mask_rgb(load_gt_mask(data_root, image_id)), heat]
+    # an image of a split without ground truth gets an empty panel
+    has_gt = mask_path(data_root, image_id).is_file()
+    gt = mask_rgb(load_gt_mask(data_root, image_id)) if has_gt else None
+    panels = [image, gt, heat]
     panels += [None if m is None else mask_rgb(m) for m in masks]
     return dict(zip(SAMPLE_COLUMNS, panels, strict=True))
 
