@@ -37,7 +37,7 @@ SIZES = {
     "seeds": {"shards": 1},
     "walk": {"shards": 1},
 }
-EXAMPLE_SIZES = ["--num-train", "16", "--num-val", "6"]
+EXAMPLE_SIZES = ["--num-train", "12", "--num-val", "4"]
 
 
 def readme_commands() -> list[str]:
