@@ -179,6 +179,8 @@ def expected_job_counts(config: Mapping[str, Any]) -> dict[str, int]:
     counts = {}
     if data["source"] == "synthetic":
         counts["make_synthetic"] = 1
+    elif data["source"] == "folder":
+        counts["prepare_folder"] = 1
     elif not data["voc2012"]["prepared"]:
         counts["download_voc"] = 1
         counts["download_sbd"] = int(data["voc2012"]["use_sbd"])

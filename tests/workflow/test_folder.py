@@ -19,6 +19,7 @@ from workflow_utils import (
     TINY_CONFIG,
     WorkflowRun,
     copy_workflow,
+    expected_job_counts,
     load_yaml,
     merge_config,
     output,
@@ -95,6 +96,8 @@ def test_the_folder_becomes_the_dataset_of_every_stage(with_masks: WorkflowRun):
     at their own sizes, masks for every image."""
     res, folder = with_masks.results, with_masks.workdir / "data" / "my_data"
     assert with_masks.config["run"] == "folder_example"
+    total = sum(expected_job_counts(with_masks.config).values())
+    assert f"{total} of {total} steps (100%) done" in with_masks.log
     tree = res / "data" / "folder"
     classes = (folder / "classes.txt").read_text().split()
     assert (tree / "classes.txt").read_text().split() == classes
