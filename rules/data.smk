@@ -161,7 +161,7 @@ rule download_voc_test:
     resources:
         **gpu_resources("download_voc_test"),
     shell:
-        "$PY workflow_scripts/data_download.py --url {params.url:q} {params.md5} "
+        "$PY workflow_scripts/data_download.py --url={params.url:q} {params.md5} "
         "--missing {params.missing:q} --out {output} --log {log}"
 
 

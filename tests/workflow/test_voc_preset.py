@@ -10,7 +10,6 @@ points ``data.voc2012.root`` at the tree the first one prepared, with ``prepared
 
 from __future__ import annotations
 
-import io
 import tarfile
 import time
 from dataclasses import dataclass
@@ -23,13 +22,11 @@ import pytest
 import timm
 import torch
 from http_server import RangeServer
-from PIL import Image
 from safetensors.torch import save_file
-from voc_miniature import Miniature, md5, sbd_tgz, voc_tar, voc_test_tar
+from voc_miniature import Miniature, md5, sbd_tgz, voc_tar
 from workflow_utils import (
     VOC_PRESET,
     copy_workflow,
-    job_counts,
     load_yaml,
     merge_config,
     output,
@@ -41,10 +38,7 @@ from workflow_utils import (
     write_config,
 )
 
-from wsss_core.data.palette import VOC_PALETTE
 from wsss_core.data.voc import VOC_CLASSES
-from wsss_core.segmenter.model import load_segmenter
-from wsss_core.segmenter.predict import predict
 
 pytestmark = pytest.mark.slow
 
@@ -333,63 +327,3 @@ def test_an_unsafe_archive_stops_with_one_line(tmp_path):
     assert "'..' in the path" in errors[0]
     assert not list(tmp_path.rglob("escaped.txt"))
     assert not (workdir / root).exists()
-
-
-# the test images: ids of their own, sizes varying as VOC's (no masks in the test archive)
-TEST_MINI = Miniature(voc_train=(), voc_val=("2008_000001", "2008_000004", "2008_000011"))
-
-
-def test_export_voc_test_packs_predictions_for_the_server(voc_run: VOCRun, tmp_path):
-    """``snakemake export_voc_test`` (not in ``all``): without data.voc2012.test_url one line says
-    what to do; with the test archive served on loopback it downloads, extracts and predicts
-    it, and packs results/VOC2012/Segmentation/comp6_test_cls/<id>.png: palette PNGs at each
-    image's size, the segmenter's own prediction."""
-    assert not {"download_voc_test", "export_voc_test"} & set(job_counts(voc_run.log))
-    workdir, configfiles = voc_run.workdir, voc_run.configfiles
-    proc = snakemake(workdir, "--cores", "1", "--configfile", *configfiles, "--", "export_voc_test")
-    assert proc.returncode != 0
-    errors = [line for line in output(proc).splitlines() if "data_download: error:" in line]
-    assert errors and "config key data.voc2012.test_url: not set" in errors[0], tail(output(proc))
-
-    archive = voc_test_tar(tmp_path / "VOC2012test.tar", TEST_MINI)
-    with RangeServer({"/eval/VOC2012test.tar": archive.read_bytes()}) as server:
-        test_keys = {
-            "data.voc2012.test_url": server.url("/eval/VOC2012test.tar"),
-            "data.voc2012.test_md5": md5(archive),
-        }
-        extra = write_config(workdir, "voc_test_export.yaml", with_values({}, test_keys))
-        log, seconds = run_workflow(workdir, [*configfiles, extra], "export_voc_test")
-    print(f"\nVOC test export: {seconds:.0f} s")
-    assert set(job_counts(log)) == {"download_voc_test", "prepare_voc_test", "export_voc_test"}
-    res = voc_run.results
-    ids = TEST_MINI.all_ids
-    folder = res / "export" / "VOC2012" / "Segmentation" / "comp6_test_cls"
-    method = voc_run.config["segmenter"]["pseudo_method"]
-    model, info = load_segmenter(res / "segmenter" / method / "segmenter.pt", "cpu")
-    inference = voc_run.config["segmenter"]["inference"]
-    with tarfile.open(res / "export" / "voc2012_test.tar") as tar:
-        members = tar.getmembers()
-        assert [m.name for m in members] == [
-            f"results/VOC2012/Segmentation/comp6_test_cls/{i}.png" for i in ids
-        ]
-        for image_id, member in zip(ids, members, strict=True):
-            data = tar.extractfile(member).read()
-            assert data == (folder / f"{image_id}.png").read_bytes()
-            with Image.open(io.BytesIO(data)) as png:
-                assert png.mode == "P" and png.getpalette()[:63] == VOC_PALETTE[:63]
-                labels = np.asarray(png)
-            assert labels.shape == TEST_MINI.shape(image_id)
-            assert labels.max() <= 20
-            image = _jpeg(archive, image_id)
-            probs = predict(
-                model, image, info["mean"], info["std"], inference["scales"], inference["flip"]
-            )
-            np.testing.assert_array_equal(labels, probs.argmax(axis=0))
-
-
-def _jpeg(archive: Path, image_id: str) -> np.ndarray:
-    """The test image as the archive holds it (a JPEG, decoded)."""
-    with tarfile.open(archive) as tar:
-        data = tar.extractfile(f"VOCdevkit/VOC2012/JPEGImages/{image_id}.jpg").read()
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
