@@ -46,11 +46,13 @@ SEG_METHOD = config["segmenter"]["pseudo_method"]
 RESOURCES = config["resources"]
 
 # DATA_ROOT is the dataset folder: the scripts read it and the rules depend on it whole (made by
-# make_synthetic, prepare_voc or prepare_coco, or already there when prepared).
+# make_synthetic, prepare_voc, prepare_coco or prepare_folder, or already there when prepared).
 if DATA_CFG["source"] == "synthetic":
     DATA_ROOT = f"{RES}/data/synthetic"
 elif DATA_CFG["source"] == "coco2014":
     DATA_ROOT = DATA_CFG["coco2014"]["root"]
+elif DATA_CFG["source"] == "folder":
+    DATA_ROOT = f"{RES}/data/folder"
 else:
     DATA_ROOT = DATA_CFG["voc2012"]["root"]
 # the paths, trees and method lists the schema cannot check (one line naming the key)
@@ -100,6 +102,18 @@ def untracked(value):
 def out_dir(name: str = "model"):
     """A params function: the folder of output ``name`` (where a training writes its files)."""
     return lambda wildcards, output: str(Path(output[name]).parent)
+
+
+def folder_files(wildcards) -> list[str]:
+    """Every file of the user's folder that prepare_folder reads: a changed, added or removed
+    image, mask or table reruns it (and what depends on it)."""
+    root = Path(DATA_CFG["folder"]["path"])
+    splits = dict.fromkeys([TRAIN_SPLIT, EVAL_SPLIT])
+    files = [root / "classes.txt", *(root / f"{split}.csv" for split in splits)]
+    for sub in ("images", "masks"):
+        if (root / sub).is_dir():
+            files += sorted(p for p in (root / sub).iterdir() if p.is_file())
+    return [str(p) for p in files]
 
 
 def log_path(rule: str, name: str = "all") -> str:

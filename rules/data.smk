@@ -1,5 +1,5 @@
-# Data: the embedded synthetic dataset, PASCAL VOC 2012 (+ SBD) or COCO 2014, and image-level label
-# tables.
+# Data: the embedded synthetic dataset, PASCAL VOC 2012 (+ SBD), COCO 2014 or a folder of your
+# own, and image-level label tables.
 
 
 rule make_synthetic:
@@ -27,7 +27,8 @@ rule make_labels:
     output:
         f"{RES}/labels/{{split}}.csv",
     params:
-        source=DATA_CFG["label_source"],
+        # a folder of your own brings its tables (prepare_folder put them in the tree)
+        source="table" if DATA_CFG["source"] == "folder" else DATA_CFG["label_source"],
     log:
         log_path("make_labels", "{split}"),
     benchmark:
@@ -40,6 +41,28 @@ rule make_labels:
     shell:
         "$PY workflow_scripts/data_labels.py --root {input.data} --split {wildcards.split} "
         "--source {params.source} --out {output} --log {log}"
+
+
+rule prepare_folder:
+    input:
+        folder_files,
+    output:
+        directory(f"{RES}/data/folder"),
+    params:
+        folder=DATA_CFG["folder"]["path"],
+        splits=list(dict.fromkeys([TRAIN_SPLIT, EVAL_SPLIT])),
+    log:
+        log_path("prepare_folder"),
+    benchmark:
+        bench_path("prepare_folder")
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **gpu_resources("prepare_folder"),
+    shell:
+        "$PY workflow_scripts/data_prepare_folder.py --folder {params.folder:q} "
+        "--splits {params.splits} --out {output} --log {log}"
 
 
 VOC = DATA_CFG["voc2012"]
@@ -116,6 +139,54 @@ if not VOC["prepared"]:
             "$PY workflow_scripts/data_prepare_voc.py --voc-archive {input.voc} {params.sbd} "
             "--out {params.out} --no-progress --log {log}"
 
+
+
+# The VOC 2012 test images, for export_voc_test only (not in `all`): the official archive needs
+# a login at the evaluation server, so its URL (a path or file:// URL of the copy the user
+# downloaded, or a mirror) is theirs to give.
+VOC_TEST_ROOT = str(Path(VOC["root"]).parent / "VOC2012test")
+
+
+rule download_voc_test:
+    output:
+        f"{VOC['downloads']}/VOC2012test.tar",
+    params:
+        md5=f"--md5 {VOC['test_md5']}" if VOC["test_md5"] else "",
+        url=untracked(VOC["test_url"] or ""),
+        missing=(
+            "config key data.voc2012.test_url: not set; the VOC 2012 test images "
+            "(VOC2012test.tar) need a login at http://host.robots.ox.ac.uk:8080/ (the evaluation "
+            "server): download the archive there, then set test_url to its path or file:// URL "
+            "(test_md5 to its checksum), or copy it to "
+            f"{VOC['downloads']}/VOC2012test.tar"
+        ),
+    log:
+        "logs/download_voc_test.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **gpu_resources("download_voc_test"),
+    shell:
+        "$PY workflow_scripts/data_download.py --url={params.url:q} {params.md5} "
+        "--missing {params.missing:q} --out {output} --log {log}"
+
+
+rule prepare_voc_test:
+    input:
+        rules.download_voc_test.output[0],
+    output:
+        directory(VOC_TEST_ROOT),
+    log:
+        "logs/prepare_voc_test.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **gpu_resources("prepare_voc_test"),
+    shell:
+        "$PY workflow_scripts/data_prepare_voc_test.py --archive {input} --out {output} "
+        "--no-progress --log {log}"
 
 
 # COCO 2014: three zip archives, extracted beside the tree; the instance annotations become
@@ -225,10 +296,12 @@ rule prepare_coco:
 localrules:
     download_coco,
 
+
 # Run by Snakemake itself, never submitted to a cluster: the downloads need the network of
 # the login node; make_synthetic and make_labels take seconds, less than a job's scheduling.
 localrules:
     download_voc,
     download_sbd,
+    download_voc_test,
     make_synthetic,
     make_labels,

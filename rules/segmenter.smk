@@ -88,6 +88,33 @@ rule eval_segmenter:
         "--out-md {output.md} --log {log}"
 
 
+# The VOC 2012 test-server export (not in `all`: `snakemake export_voc_test` or the tar):
+# predictions on the test images in the server's layout, packed as a tar.
+rule export_voc_test:
+    input:
+        model=f"{RES}/segmenter/{SEG_METHOD}/segmenter.pt",
+        data=VOC_TEST_ROOT,
+    output:
+        masks=directory(f"{RES}/export/VOC2012"),
+        tar=f"{RES}/export/voc2012_test.tar",
+    params:
+        cfg=as_json({k: config["segmenter"]["inference"][k] for k in ("scales", "flip")}),
+        device=untracked(config["device"]),
+    log:
+        log_path("export_voc_test"),
+    benchmark:
+        bench_path("export_voc_test")
+    conda:
+        CONDA_ENV
+    threads: RESOURCES["threads"]
+    resources:
+        **gpu_resources("export_voc_test"),
+    shell:
+        "$PY workflow_scripts/segmenter_export.py --model {input.model} "
+        "--data-root {input.data} --config-json {params.cfg} --device {params.device} "
+        "--threads {threads} --out-dir {output.masks} --out-tar {output.tar} --log {log}"
+
+
 # Cheap rules run by Snakemake itself, not submitted to a cluster (see rules/data.smk).
 localrules:
     eval_segmenter,

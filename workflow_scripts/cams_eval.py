@@ -8,6 +8,8 @@ column named after the mode: ``threshold`` or ``alpha``). With cams.eval.holdout
 the summary also holds the parameter chosen on every n-th image (``holdout_threshold``) and
 the mIoU it gives on the other images (``holdout_mIoU``): the score without the choice seeing
 the scored images.
+A split without ground truth gets
+the same tables with "no ground truth" in every score cell.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import pandas as pd
 
 from wsss_core.cams.store import CamReader
 from wsss_core.cli import add_options, config_json, script_main
-from wsss_core.data.layout import read_class_names, read_split
-from wsss_core.evaluate.masks import stage_tables
+from wsss_core.data.layout import read_class_names, read_split, split_has_masks
+from wsss_core.evaluate.masks import NO_GROUND_TRUTH, no_ground_truth_tables, stage_tables
 from wsss_core.evaluate.sweep import (
     best_threshold,
     holdout_choice,
@@ -68,6 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     with CamReader(args.store) as reader:
         method = args.method or reader.method
     log.info("%s: %d %s images, %s sweep over %s", method, len(ids), args.split, args.mode, values)
+    if not split_has_masks(args.data_root, args.split):
+        summary, per_class = no_ground_truth_tables(
+            class_names, STAGE, method, args.split, extra=(args.mode,)
+        )
+        scores = {column: NO_GROUND_TRUTH for column in summary.columns[3:] if column != args.mode}
+        sweep_table = pd.DataFrame([{args.mode: value, **scores} for value in sorted(values)])
+        write_table(per_class, args.out_csv, args.out_md)
+        write_table(sweep_table, args.out_sweep)
+        write_table(summary, args.out_summary)
+        log.info("%s: split %s has no ground truth, nothing to score", method, args.split)
+        return 0
 
     num_classes = len(class_names) + 1
     extra: dict[str, object] = {}

@@ -20,6 +20,9 @@ log = logging.getLogger("download_file")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True, help="http(s) URL, file:// URL or local path")
+    parser.add_argument(
+        "--missing", default=None, help="the error to give when --url is empty (a config key unset)"
+    )
     parser.add_argument("--out", required=True, help="destination file")
     parser.add_argument("--md5", help="expected md5 (hex)")
     parser.add_argument("--sha256", help="expected sha256 (hex)")
@@ -33,6 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @script_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not args.url:
+        raise UserError(args.missing or "--url is empty; give the URL or path to download")
     try:
         download(
             args.url,

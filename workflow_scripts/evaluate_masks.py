@@ -3,7 +3,8 @@
 Works for any palette-PNG masks ``<pred-dir>/<id>.png``: confident seeds, random-walk
 masks, CRF masks, segmenter predictions. Pixels a mask leaves unsure (255) are left out
 of the scores; the summary's ``coverage`` column is the percent of labelled ground-truth
-pixels that the masks label (100 for complete masks).
+pixels that the masks label (100 for complete masks). A split without ground truth gets the
+same tables with "no ground truth" in every score cell, once every mask is there.
 """
 
 from __future__ import annotations
@@ -12,8 +13,13 @@ import argparse
 import logging
 
 from wsss_core.cli import add_options, script_main
-from wsss_core.data.layout import read_class_names, read_split
-from wsss_core.evaluate.masks import evaluate_masks_detailed, stage_tables
+from wsss_core.data.layout import read_class_names, read_split, split_has_masks
+from wsss_core.evaluate.masks import (
+    check_predictions,
+    evaluate_masks_detailed,
+    no_ground_truth_tables,
+    stage_tables,
+)
 from wsss_core.io import write_table
 
 log = logging.getLogger("eval_masks")
@@ -34,6 +40,15 @@ def main(argv: list[str] | None = None) -> int:
 
     class_names = read_class_names(args.data_root)
     ids = read_split(args.data_root, args.split)
+    if not split_has_masks(args.data_root, args.split):
+        check_predictions(args.pred_dir, ids)
+        summary, per_class = no_ground_truth_tables(
+            class_names, args.stage, args.method, args.split, extra=("coverage",)
+        )
+        write_table(summary, args.out_summary)
+        write_table(per_class, args.out_per_class, args.out_md)
+        log.info("%s (%s, %s): no ground truth", args.stage, args.method, args.split)
+        return 0
     evaluation = evaluate_masks_detailed(
         args.pred_dir, args.data_root, ids, len(class_names) + 1, progress=True
     )

@@ -12,6 +12,7 @@ import argparse
 import logging
 
 from wsss_core.cli import script_main
+from wsss_core.evaluate.masks import score_text
 from wsss_core.io import write_table
 from wsss_core.report.summary import summary_tables
 
@@ -36,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     write_table(per_class, args.out_per_class, args.out_per_class_md)
     for _, row in summary.iterrows():
         log.info(
-            "%-18s %-24s %-6s mIoU %6.2f", row["stage"], row["method"], row["split"], row["mIoU"]
+            "%-18s %-24s %-6s mIoU %6s",
+            row["stage"],
+            row["method"],
+            row["split"],
+            score_text(row["mIoU"]),
         )
     return 0
 

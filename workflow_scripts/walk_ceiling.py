@@ -4,7 +4,8 @@
 Walks every ``walk.ceiling_every``-th image of the split twice, with the trained AffinityNet's
 features and with ground-truth affinities, and writes one table: mIoU and per-class IoU of the
 relevance map (with the walk's background exponent), the walk, and the walk with ground-truth
-affinities.
+affinities. A split without ground truth (which the ground-truth walk needs) gets the same
+table with "no ground truth" in every score cell.
 """
 
 from __future__ import annotations
@@ -14,10 +15,15 @@ import logging
 
 from wsss_core.affinity.net import load_affinity_net
 from wsss_core.cli import add_options, config_json, script_main
-from wsss_core.data.layout import read_class_names, read_split
+from wsss_core.data.layout import read_class_names, read_split, split_has_masks
 from wsss_core.io import to_markdown, write_table
 from wsss_core.runtime import select_device, set_threads
-from wsss_core.walk.ceiling import WalkParams, ceiling_table, walk_ceiling
+from wsss_core.walk.ceiling import (
+    WalkParams,
+    ceiling_table,
+    no_ground_truth_table,
+    walk_ceiling,
+)
 
 log = logging.getLogger("walk_ceiling")
 
@@ -51,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     walk = WalkParams(alpha=args.alpha, beta=args.beta, logt=args.logt, radius=args.radius)
     names = read_class_names(args.data_root)
     ids = read_split(args.data_root, args.split)[:: args.every]
+    if not split_has_masks(args.data_root, args.split):
+        write_table(no_ground_truth_table(names), args.out_csv, args.out_md)
+        log.info("split %s has no ground truth: no walk ceiling", args.split)
+        return 0
     net, info = load_affinity_net(args.affinity, device)
     log.info("%d images of %s, %s, on %s", len(ids), args.split, walk, device)
     cms = walk_ceiling(

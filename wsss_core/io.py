@@ -136,8 +136,15 @@ def save_torch(path: str | os.PathLike, obj: object) -> None:
 
 
 def to_markdown(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
-    """Render a table as GitHub Markdown (numbers with ``floatfmt``)."""
-    return df.to_markdown(index=False, floatfmt=floatfmt) + "\n"
+    """Render a table as GitHub Markdown (numbers with ``floatfmt``, also in a column that
+    mixes numbers and text, such as a score column with "no ground truth" cells)."""
+    shown = df.copy()
+    for column in shown.columns:
+        if shown[column].dtype == object:
+            shown[column] = shown[column].map(
+                lambda v: format(v, floatfmt) if isinstance(v, float) else v
+            )
+    return shown.to_markdown(index=False, floatfmt=floatfmt) + "\n"
 
 
 def write_table(

@@ -28,6 +28,7 @@ def check_run(config: Config, results_dir: str | Path) -> None:
     check_voc_root(config)
     check_prepared_tree(config)
     check_coco_splits(config)
+    check_data_folder(config)
     check_patch_sizes(config)
     check_stage_methods(config)
     check_results_writable(results_dir)
@@ -130,6 +131,34 @@ def check_coco_splits(config: Config) -> None:
                 f"config key data.{key}: '{data[key]}' is no COCO 2014 split; use train "
                 "(train2014) or val (val2014)"
             )
+
+
+def check_data_folder(config: Config) -> None:
+    """``data.source: folder`` needs ``data.folder.path``: a folder with classes.txt, images/
+    and a label table per split (its contents are checked by the rule prepare_folder)."""
+    data = config["data"]
+    if data["source"] != "folder":
+        return
+    path = lookup(config, ("data", "folder", "path"))
+    layout = "classes.txt, images/ and <split>.csv (README, Your own data)"
+    if path is None:
+        raise ValueError(
+            f"config key data.folder.path: not set, but data.source is folder; give the folder "
+            f"that holds {layout}"
+        )
+    root = Path(path)
+    if not root.is_dir():
+        raise ValueError(
+            f"config key data.folder.path: '{path}' is not a folder; give the folder that holds "
+            f"{layout}"
+        )
+    needed = ["classes.txt", "images"] + [f"{data[k]}.csv" for k in ("train_split", "eval_split")]
+    missing = [name for name in dict.fromkeys(needed) if not (root / name).exists()]
+    if missing:
+        raise ValueError(
+            f"config key data.folder.path: '{path}' lacks {', '.join(missing)}; it must hold "
+            f"{layout}, with a table for data.train_split and data.eval_split"
+        )
 
 
 def check_patch_sizes(config: Config) -> None:

@@ -243,5 +243,20 @@ def sbd_tgz(path: Path, mini: Miniature) -> Path:
     return path
 
 
+def voc_test_tar(path: Path, mini: Miniature) -> Path:
+    """VOC2012test.tar (uncompressed, as the evaluation server's): VOCdevkit/VOC2012/ with
+    JPEGImages/<id>.jpg of every id of ``mini``, listed in ImageSets/Segmentation/test.txt and
+    ImageSets/Main/test.txt; no masks."""
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(path, "w") as tar:
+        root = Path(tmp) / "VOC2012"
+        (root / "JPEGImages").mkdir(parents=True)
+        for image_id in mini.all_ids:
+            Image.fromarray(mini.image(image_id)).save(root / "JPEGImages" / f"{image_id}.jpg")
+        _write_lines(root / "ImageSets" / "Segmentation" / "test.txt", mini.all_ids)
+        _write_lines(root / "ImageSets" / "Main" / "test.txt", mini.all_ids)
+        tar.add(root, arcname=VOC_PREFIX)
+    return path
+
+
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()

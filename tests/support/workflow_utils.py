@@ -48,6 +48,7 @@ WORKFLOW_PATHS = (
     "configs",
     "profiles",
     "tests/configs",
+    "scripts/make_example_folder.py",
 )
 TINY_CONFIG = "tests/configs/tiny.yaml"
 VOC_PRESET = "configs/voc2012_vit_b16.yaml"
@@ -184,6 +185,8 @@ def expected_job_counts(config: Mapping[str, Any]) -> dict[str, int]:
         counts["extract_coco"] = 3
         counts["convert_coco"] = data["coco2014"]["shards"]
         counts["prepare_coco"] = 1
+    elif data["source"] == "folder":
+        counts["prepare_folder"] = 1
     elif not data["voc2012"]["prepared"]:
         counts["download_voc"] = 1
         counts["download_sbd"] = int(data["voc2012"]["use_sbd"])

@@ -150,3 +150,21 @@ def test_results_folder_must_be_writable(tmp_path):
         locked.mkdir(mode=0o500)
         with pytest.raises(ValueError, match="no write permission"):
             preflight.check_results_writable(locked / "run")
+
+
+def test_a_folder_source_needs_its_folder(tiny, tmp_path):
+    config = copy.deepcopy(tiny)
+    config["data"]["source"] = "folder"
+    config["data"]["folder"] = {"path": None}
+    with pytest.raises(ValueError, match="config key data.folder.path: not set"):
+        preflight.check_data_folder(config)
+    config["data"]["folder"]["path"] = str(tmp_path / "mine")
+    with pytest.raises(ValueError, match="is not a folder"):
+        preflight.check_data_folder(config)
+    (tmp_path / "mine" / "images").mkdir(parents=True)
+    (tmp_path / "mine" / "classes.txt").write_text("cat\n")
+    (tmp_path / "mine" / "train.csv").write_text("image,cat\na,1\n")
+    with pytest.raises(ValueError, match="lacks val.csv"):
+        preflight.check_data_folder(config)
+    (tmp_path / "mine" / "val.csv").write_text("image,cat\nb,1\n")
+    preflight.check_data_folder(config)

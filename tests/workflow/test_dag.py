@@ -64,9 +64,10 @@ EXPECTED_RULE_GRAPH = {
 
 # login node's network, the others take seconds, less than a job's scheduling.
 LOCAL_RULES = {
-    "download_voc", "download_sbd", "download_coco", "make_synthetic", "make_labels", "gather_cams",
-    "compare_cams", "gather_seeds", "eval_seeds", "gather_walk", "eval_walk", "eval_segmenter",
-    "summary", "report_tables", "figure_methods", "figure_curves", "figure_runtimes",
+    "download_voc", "download_sbd", "download_voc_test", "download_coco", "make_synthetic",
+    "make_labels", "gather_cams", "compare_cams", "gather_seeds", "eval_seeds", "gather_walk",
+    "eval_walk", "eval_segmenter", "summary", "report_tables", "figure_methods", "figure_curves",
+    "figure_runtimes",
 }  # fmt: skip
 
 

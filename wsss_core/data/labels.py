@@ -2,7 +2,8 @@
 
 A table is a CSV with column ``image_id`` then one 0/1 column per class name (label
 order 1..K). Labels come from the segmentation masks (class c present when label c+1
-appears; background 0 and ignore 255 do not count) or from VOC XML annotations.
+appears; background 0 and ignore 255 do not count), from VOC XML annotations, or from the
+table a prepared folder of the user's carries (``wsss_core.data.folder``, source ``table``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from wsss_core.data.folder import table_path
 from wsss_core.data.layout import image_path, mask_path, read_class_names, read_split
 from wsss_core.data.palette import IGNORE_INDEX, load_mask
 from wsss_core.io import atomic_path
 
-SOURCES = ("masks", "xml")
+SOURCES = ("masks", "xml", "table")
 
 
 def labels_from_mask(
@@ -102,15 +104,18 @@ def build_label_table(
 ) -> pd.DataFrame:
     """Label table of a split: ``image_id`` + one 0/1 int column per class of ``classes.txt``.
 
-    ``source`` is ``masks`` (``SegmentationClass/<id>.png``) or ``xml``
-    (``Annotations/<id>.xml``). Every listed id must have its image and its source file.
-    ``progress`` is called with 1 after each image.
+    ``source`` is ``masks`` (``SegmentationClass/<id>.png``), ``xml``
+    (``Annotations/<id>.xml``) or ``table`` (``labels/<split>.csv`` of a prepared folder).
+    Every listed id must have its image and its source file. ``progress`` is called with 1
+    after each image.
     """
     if source not in SOURCES:
         raise ValueError(f"label source must be one of {SOURCES}, got '{source}'")
     root = Path(root)
     ids = read_split(root, split)
     names = read_class_names(root)
+    if source == "table":
+        return _prepared_table(root, split, ids, names)
     rows = np.zeros((len(ids), len(names)), dtype=np.int64)
     for i, image_id in enumerate(ids):
         image = image_path(root, image_id)
@@ -138,6 +143,20 @@ def build_label_table(
         if progress is not None:
             progress(1)
     table = pd.DataFrame(rows, columns=names)
+    table.insert(0, "image_id", ids)
+    return table
+
+
+def _prepared_table(root: Path, split: str, ids: list[str], names: list[str]) -> pd.DataFrame:
+    """The label table of a prepared folder, checked against the split list and classes.txt."""
+    path = table_path(root, split)
+    table_ids, table_names, labels = read_label_table(path)
+    if table_names != names or table_ids != ids:
+        raise ValueError(
+            f"label table {path} does not match {root / 'classes.txt'} and the split list of "
+            f"'{split}'; re-run prepare_folder (snakemake --forcerun prepare_folder)"
+        )
+    table = pd.DataFrame(labels.astype(np.int64), columns=names)
     table.insert(0, "image_id", ids)
     return table
 

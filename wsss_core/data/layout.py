@@ -1,9 +1,11 @@
 """The dataset layout (PASCAL VOC 2012's): split lists, class names, image and mask files.
 
-The same layout serves the real VOC 2012 tree and the synthetic dataset:
-``JPEGImages/<id>.jpg``, ``SegmentationClass/<id>.png`` (or ``SegmentationClassAug``),
-``ImageSets/Segmentation/<split>.txt`` and ``classes.txt``. Missing or corrupt files and
-unknown mask labels are errors that name the file and say what to do.
+The same layout serves the real VOC 2012 tree, the synthetic dataset and a prepared folder
+of the user's images (``wsss_core.data.folder``): ``JPEGImages/<id>.jpg`` (or ``<id>.png``),
+``SegmentationClass/<id>.png`` (or ``SegmentationClassAug``),
+``ImageSets/Segmentation/<split>.txt`` and ``classes.txt``. A split listed in
+``splits_without_masks.txt`` has no ground truth: its stages run, its scores say so. Missing or
+corrupt files and unknown mask labels are errors that name the file and say what to do.
 """
 
 from __future__ import annotations
@@ -23,8 +25,19 @@ def split_path(root: str | os.PathLike, split: str) -> Path:
     return Path(root) / "ImageSets" / "Segmentation" / f"{split}.txt"
 
 
+# the file at a tree's root that lists its splits without ground-truth masks, one per line
+SPLITS_WITHOUT_MASKS = "splits_without_masks.txt"
+
+
 def image_path(root: str | os.PathLike, image_id: str) -> Path:
-    return Path(root) / "JPEGImages" / f"{image_id}.jpg"
+    """``JPEGImages/<id>.jpg``, or ``<id>.png`` where only that exists (a prepared folder keeps
+    images that are no JPEG lossless)."""
+    jpeg = Path(root) / "JPEGImages" / f"{image_id}.jpg"
+    if not jpeg.is_file():
+        png = jpeg.with_suffix(".png")
+        if png.is_file():
+            return png
+    return jpeg
 
 
 def mask_path(
@@ -70,6 +83,15 @@ def sample_ids(ids: list[str] | tuple[str, ...], count: int) -> list[str]:
         return list(ids)
     positions = np.linspace(0, len(ids) - 1, count).round().astype(int)
     return [ids[p] for p in dict.fromkeys(positions.tolist())]
+
+
+def split_has_masks(root: str | os.PathLike, split: str) -> bool:
+    """False when the tree lists ``split`` in ``splits_without_masks.txt`` (its images have no
+    ground truth, so no stage can be scored on them); True otherwise."""
+    path = Path(root) / SPLITS_WITHOUT_MASKS
+    if not path.is_file():
+        return True
+    return split not in {line.strip() for line in path.read_text().splitlines()}
 
 
 def is_voc2012_tree(root: str | os.PathLike) -> bool:

@@ -5,6 +5,9 @@ also hold 255 ("unsure", as confident seeds do): such pixels are left out of the
 confusion matrix, so IoU, precision and recall are measured over the confident pixels
 only, and ``coverage`` reports the share of ground-truth-labelled pixels (gt != 255)
 that the prediction labels (pred != 255), in percent. A complete mask has coverage 100.
+
+A split without ground truth (``wsss_core.data.layout.split_has_masks``) gets the same tables
+with the text ``no ground truth`` in every score cell (``no_ground_truth_tables``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ SUMMARY_COLUMNS = (
     "pixel_accuracy",
 )
 PER_CLASS_COLUMNS = ("class", "IoU", "precision", "recall")
+NO_GROUND_TRUTH = "no ground truth"
 
 
 @dataclass
@@ -94,6 +98,27 @@ def evaluate_masks_detailed(
     return evaluation
 
 
+def check_predictions(pred_dir: str | os.PathLike, ids: Iterable[str]) -> None:
+    """Every ``<pred_dir>/<id>.png`` exists and is a label mask (what a split without ground
+    truth can still check of a stage)."""
+    pred_dir = Path(pred_dir)
+    ids = list(ids)
+    if not ids:
+        raise ValueError("no image ids to evaluate (empty split?)")
+    if not pred_dir.is_dir():
+        raise FileNotFoundError(
+            f"prediction folder {pred_dir} does not exist: run the stage that writes it first"
+        )
+    for image_id in ids:
+        path = pred_dir / f"{image_id}.png"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"prediction {path} is missing for image '{image_id}': the stage that writes "
+                f"{pred_dir} did not finish for every id; re-run it"
+            )
+        load_mask(path)
+
+
 def evaluate_masks(
     pred_dir: str | os.PathLike,
     gt_root: str | os.PathLike,
@@ -136,6 +161,32 @@ def stage_tables(
         summary[key] = value
     per_class = scores.per_class_frame(full_class_names(class_names, cm.num_classes))
     return pd.DataFrame([summary]), per_class
+
+
+def no_ground_truth_tables(
+    class_names: Sequence[str],
+    stage: str,
+    method: str,
+    split: str,
+    extra: Sequence[str] = (),
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The tables of ``stage_tables`` for a split without ground truth: the same rows and
+    columns (``extra`` columns too), ``no ground truth`` in every score cell."""
+    summary: dict[str, object] = {"stage": stage, "method": method, "split": split}
+    summary |= {column: NO_GROUND_TRUTH for column in (*SUMMARY_COLUMNS[3:], *extra)}
+    names = ["background", *class_names]
+    per_class = pd.DataFrame({"class": names})
+    for column in PER_CLASS_COLUMNS[1:]:
+        per_class[column] = NO_GROUND_TRUTH
+    return pd.DataFrame([summary]), per_class
+
+
+def score_text(value: object) -> str:
+    """A score cell for a log line: ``12.34``, or the text of a cell without ground truth."""
+    try:
+        return f"{float(value):.2f}"
+    except (TypeError, ValueError):
+        return str(value)
 
 
 COMPARISON_PARAMETERS = ("threshold", "alpha")
@@ -187,4 +238,9 @@ def comparison_table(
             raise ValueError(f"class name(s) {clash} clash with the comparison's columns")
         iou = pd.concat(ious, axis=1).T.reindex(columns=classes)
         table = table.join(iou, on="method")
-    return table.sort_values("mIoU", ascending=False, kind="stable").reset_index(drop=True)
+    # best first; methods without a score (no ground truth) keep their order, last
+    order = pd.to_numeric(table["mIoU"], errors="coerce")
+    table = table.assign(_order=order).sort_values(
+        "_order", ascending=False, kind="stable", na_position="last"
+    )
+    return table.drop(columns="_order").reset_index(drop=True)

@@ -48,7 +48,12 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from wsss_core.data.layout import load_gt_mask, load_image, read_class_names  # noqa: E402
+from wsss_core.data.layout import (  # noqa: E402
+    load_gt_mask,
+    load_image,
+    mask_path,
+    read_class_names,
+)
 from wsss_core.data.palette import IGNORE_INDEX, VOC_PALETTE, colorize, load_mask  # noqa: E402
 from wsss_core.io import atomic_path  # noqa: E402
 
@@ -233,15 +238,27 @@ def segmenter_masks(
 
 @dataclass
 class SampleRow:
-    """The panels of one train image through the stages."""
+    """The panels of one train image through the stages (truth None: no ground truth)."""
 
     image_id: str
     image: np.ndarray
-    truth: np.ndarray
+    truth: np.ndarray | None
     relevance: list[Panel]
     seeds: np.ndarray
     walk: np.ndarray
     prediction: np.ndarray
+
+
+def ground_truth(data_root: PathLike, image_id: str) -> np.ndarray | None:
+    """The image's ground-truth mask; None for an image of a split without masks."""
+    if not mask_path(data_root, image_id).is_file():
+        return None
+    return load_gt_mask(data_root, image_id)
+
+
+def truth_panel(truth: np.ndarray | None) -> Panel | None:
+    """The ground-truth panel, empty (None) without ground truth."""
+    return None if truth is None else Panel(mask_rgb(truth))
 
 
 def sample_rows(
@@ -267,7 +284,7 @@ def sample_rows(
                 SampleRow(
                     image_id=image_id,
                     image=image,
-                    truth=mask_rgb(load_gt_mask(data_root, image_id)),
+                    truth=ground_truth(data_root, image_id),
                     relevance=relevance_panels(image, maps, classes, class_names),
                     seeds=mask_rgb(_mask_file(seeds_dir, image_id, "seed mask", "gather_seeds")),
                     walk=mask_rgb(_mask_file(rw_dir, image_id, "random-walk mask", "gather_walk")),
@@ -284,7 +301,7 @@ def samples_figure(rows: Sequence[SampleRow], class_names: Sequence[str]) -> Fig
     grid = [
         [
             Panel(row.image),
-            Panel(row.truth),
+            truth_panel(row.truth),
             *row.relevance,
             *[None] * (slots - len(row.relevance)),
             Panel(row.seeds),
@@ -305,7 +322,7 @@ def val_samples_figure(
     for image_id in ids:
         grid.append([
             Panel(load_image(data_root, image_id)),
-            Panel(mask_rgb(load_gt_mask(data_root, image_id))),
+            truth_panel(ground_truth(data_root, image_id)),
             Panel(mask_rgb(_mask_file(pred_dir, image_id, "prediction", "predict_segmenter"))),
             Panel(mask_rgb(_mask_file(crf_dir, image_id, "prediction", "predict_segmenter"))),
         ])  # fmt: skip
@@ -341,13 +358,13 @@ def methods_figure(
         readers = {m: stack.enter_context(CamReader(p)) for m, p in stores.items()}
         for image_id in ids:
             image = load_image(data_root, image_id)
-            truth = load_gt_mask(data_root, image_id)
-            row = [Panel(image), Panel(mask_rgb(truth))]
+            truth = ground_truth(data_root, image_id)
+            row = [Panel(image), truth_panel(truth)]
             shown = None
             for method, reader in readers.items():
                 maps, classes = reader.upsampled(image_id)
                 if shown is None:
-                    shown = shown_class(classes, truth)
+                    shown = shown_class(classes, np.zeros(1) if truth is None else truth)
                 if shown not in classes:
                     raise ValueError(
                         f"cam store {stores[method]} has no map of class {class_names[shown]} "

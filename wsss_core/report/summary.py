@@ -26,8 +26,20 @@ STAGE_ORDER = (
     "segmenter + CRF",
 )
 PER_CLASS_COLUMNS = ("class", "IoU")
+LABEL_COLUMNS = ("stage", "method", "split", "class")  # text; the other columns are scores
 
 PathLike = str | os.PathLike
+
+
+def number_or_text(value: object) -> object:
+    """A cell as a float where it is a number ("12.5" -> 12.5), else as it is ("no ground
+    truth"): a column that mixes both is read back as text."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _read_csv(path: PathLike, required: Sequence[str], what: str) -> pd.DataFrame:
@@ -44,6 +56,9 @@ def _read_csv(path: PathLike, required: Sequence[str], what: str) -> pd.DataFram
             f"{what} {path} lacks column(s) {', '.join(missing)} (has {', '.join(frame.columns)}); "
             "it must come from wsss_core.evaluate.masks.stage_tables: re-run its rule"
         )
+    for column in frame.columns:
+        if column not in LABEL_COLUMNS and frame[column].dtype == object:
+            frame[column] = frame[column].map(number_or_text)
     return frame
 
 

@@ -32,7 +32,7 @@ from wsss_core.affinity.net import AffinityNet, image_features
 from wsss_core.cams.store import CamReader
 from wsss_core.config import schema_field
 from wsss_core.data.layout import load_gt_mask, load_image
-from wsss_core.evaluate.masks import full_class_names
+from wsss_core.evaluate.masks import NO_GROUND_TRUTH, full_class_names
 from wsss_core.evaluate.metrics import ConfusionMatrix
 from wsss_core.seeds.labels import alpha_labels
 from wsss_core.walk.walk import label_features, scores_to_mask, walk_maps
@@ -113,3 +113,11 @@ def ceiling_table(cms: Mapping[str, ConfusionMatrix], class_names: Sequence[str]
             | {name: 100 * iou for name, iou in zip(names, scores.iou, strict=True)}
         )
     return pd.DataFrame(rows)
+
+
+def no_ground_truth_table(class_names: Sequence[str]) -> pd.DataFrame:
+    """The rows and columns of ``ceiling_table`` for a split without ground truth, with
+    ``no ground truth`` in every score cell."""
+    columns = ["mIoU", "background", *class_names]
+    return pd.DataFrame([{"stage": stage} | dict.fromkeys(columns, NO_GROUND_TRUTH)
+                         for stage in STAGES])  # fmt: skip

@@ -10,13 +10,17 @@ import pandas as pd
 import pytest
 from workflow_utils import load_script
 
-from wsss_core.data.layout import load_gt_mask, read_class_names, read_split
+from wsss_core.data.layout import SPLITS_WITHOUT_MASKS, load_gt_mask, read_class_names, read_split
 from wsss_core.data.palette import save_mask
 from wsss_core.data.synthetic import generate_dataset
 from wsss_core.evaluate.masks import (
+    NO_GROUND_TRUTH,
+    check_predictions,
     comparison_table,
     evaluate_masks,
     evaluate_masks_detailed,
+    no_ground_truth_tables,
+    score_text,
     stage_tables,
 )
 from wsss_core.evaluate.metrics import ConfusionMatrix
@@ -247,3 +251,45 @@ def test_eval_masks_cli_equals_library(synthetic_root: Path, tmp_path: Path) -> 
     for column in expected_summary.columns:
         assert summary.loc[0, column] == pytest.approx(expected_summary.loc[0, column])
     pd.testing.assert_frame_equal(per_class, expected_per_class)
+
+
+def test_no_ground_truth_tables_keep_the_columns_of_stage_tables(tiny_root: Path) -> None:
+    scored, scored_per_class = stage_tables(
+        ConfusionMatrix(3), ["cat", "dog"], "seeds", "rollout", "val", extra={"coverage": 1.0}
+    )
+    summary, per_class = no_ground_truth_tables(
+        ["cat", "dog"], "seeds", "rollout", "val", extra=("coverage",)
+    )
+    assert list(summary.columns) == list(scored.columns)
+    assert list(per_class.columns) == list(scored_per_class.columns)
+    assert summary.iloc[0, :3].tolist() == ["seeds", "rollout", "val"]
+    assert (summary.iloc[0, 3:] == NO_GROUND_TRUTH).all()
+    assert per_class["class"].tolist() == ["background", "cat", "dog"]
+    assert (per_class.iloc[:, 1:] == NO_GROUND_TRUTH).all().all()
+    assert score_text(12.345) == "12.35" and score_text(NO_GROUND_TRUTH) == NO_GROUND_TRUTH
+
+
+def test_comparison_without_ground_truth_keeps_the_method_order() -> None:
+    rows = [
+        pd.DataFrame([{"method": m, "threshold": NO_GROUND_TRUTH, "mIoU": NO_GROUND_TRUTH,
+                       "mean_precision": NO_GROUND_TRUTH, "mean_recall": NO_GROUND_TRUTH}])
+        for m in ("b", "a")
+    ]  # fmt: skip
+    assert comparison_table(rows)["method"].tolist() == ["b", "a"]
+
+
+def test_eval_masks_cli_on_a_split_without_ground_truth(tiny_root: Path, pred_dir: Path) -> None:
+    """A split listed in splits_without_masks.txt: every prediction must be there, and every
+    score cell says 'no ground truth'."""
+    (tiny_root / SPLITS_WITHOUT_MASKS).write_text("val\n")
+    split_list = tiny_root / "ImageSets" / "Segmentation" / "val.txt"
+    split_list.parent.mkdir(parents=True)
+    split_list.write_text("a\nb\n")
+    summary, per_class = run_eval_masks(tiny_root, pred_dir, tiny_root.parent)
+    assert (
+        summary.loc[0, "mIoU"] == NO_GROUND_TRUTH and summary.loc[0, "coverage"] == NO_GROUND_TRUTH
+    )
+    assert (per_class["IoU"] == NO_GROUND_TRUTH).all()
+    (pred_dir / "b.png").unlink()
+    with pytest.raises(FileNotFoundError, match="prediction .*b.png is missing"):
+        check_predictions(pred_dir, ["a", "b"])

@@ -151,3 +151,30 @@ def test_cli_writes_csv_and_markdown(tmp_path, stages):
     per_class = pd.read_csv(out / "summary_per_class.csv")
     assert per_class.shape == (3, 1 + len(stages))
     assert "random walk (ta, train)" in (out / "summary_per_class.md").read_text()
+
+
+def test_a_split_without_ground_truth_beside_scored_ones(tmp_path):
+    """Scores of a split with masks stay numbers (shown with two decimals) beside the 'no
+    ground truth' cells of a split without them, in the summary and the per-class table."""
+    from wsss_core.evaluate.masks import NO_GROUND_TRUTH, no_ground_truth_tables, stage_tables
+    from wsss_core.evaluate.metrics import ConfusionMatrix
+    from wsss_core.io import to_markdown, write_table
+
+    cm = ConfusionMatrix(3)
+    cm.matrix[:] = [[5, 1, 0], [0, 3, 1], [1, 0, 4]]
+    scored = stage_tables(cm, ["a", "b"], "seeds", "ta", "train", extra={"coverage": 80.0})
+    unscored = no_ground_truth_tables(["a", "b"], "segmenter", "ta", "val", extra=("coverage",))
+    files = []
+    for name, (summary, per_class) in (("s", scored), ("u", unscored)):
+        write_table(summary, tmp_path / f"{name}_summary.csv")
+        write_table(per_class, tmp_path / f"{name}.csv")
+        files.append((tmp_path / f"{name}_summary.csv", tmp_path / f"{name}.csv"))
+    summary, per_class = summary_tables([f[0] for f in files], [f[1] for f in files])
+    assert summary.loc[0, "mIoU"] == pytest.approx(scored[0].loc[0, "mIoU"])
+    assert summary.loc[1, "mIoU"] == NO_GROUND_TRUTH
+    iou_b = 4 / (4 + 1 + 1)  # b: 4 right, 1 pixel of b called background, 1 of a called b
+    assert per_class.iloc[2, 1] == pytest.approx(100 * iou_b)
+    assert per_class.iloc[2, 2] == NO_GROUND_TRUTH
+    rows = to_markdown(summary).splitlines()
+    assert rows[2].split("|")[4].strip() == f"{scored[0].loc[0, 'mIoU']:.2f}"
+    assert rows[3].split("|")[4].strip() == NO_GROUND_TRUTH

@@ -16,7 +16,13 @@ from wsss_core.data.layout import load_gt_mask, read_class_names, read_split
 from wsss_core.data.palette import IGNORE_INDEX
 from wsss_core.evaluate.metrics import ConfusionMatrix
 from wsss_core.seeds.labels import alpha_labels
-from wsss_core.walk.ceiling import STAGES, WalkParams, ceiling_masks, ceiling_table
+from wsss_core.walk.ceiling import (
+    STAGES,
+    WalkParams,
+    ceiling_masks,
+    ceiling_table,
+    no_ground_truth_table,
+)
 from wsss_core.walk.walk import label_features, random_walk
 
 # Three regions and a border band of unsure cells (255).
@@ -97,6 +103,13 @@ def test_ceiling_table_values():
     np.testing.assert_allclose(table["cat"], [200 / 3, 100.0])
     np.testing.assert_allclose(table["mIoU"], [(75 + 200 / 3) / 2, 100.0])
     assert table["dog"].isna().all()
+
+
+def test_no_ground_truth_table_has_the_rows_and_columns_of_a_scored_one():
+    table = no_ground_truth_table(["cat", "dog"])
+    assert list(table.columns) == ["stage", "mIoU", "background", "cat", "dog"]
+    assert table["stage"].tolist() == list(STAGES)
+    assert (table.iloc[:, 1:] == "no ground truth").all().all()
 
 
 def test_walk_ceiling_script_rejects_a_non_positive_every(capsys):
