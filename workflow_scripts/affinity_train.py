@@ -23,7 +23,7 @@ from wsss_core.affinity.train import effective_crop_size, input_files, split_con
 from wsss_core.cli import add_options, parse_json_object, script_main
 from wsss_core.config import fill_defaults
 from wsss_core.data.datasets import VOCSegmentation
-from wsss_core.data.layout import read_split, sample_ids
+from wsss_core.data.layout import read_split, validation_ids
 from wsss_core.data.transforms import eval_transform, train_transform
 from wsss_core.runtime import seed_everything, select_device, set_threads
 
@@ -88,8 +88,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     )  # fmt: skip
     log.info("config: %s", json.dumps(config, sort_keys=True))
     val_ds = None
-    if args.val_split is not None and tc.val_images > 0:
-        val_ids = sample_ids(read_split(args.data_root, args.val_split), tc.val_images)
+    val_ids = validation_ids(args.data_root, args.val_split, tc.val_images)
+    if val_ids:
         val_ds = VOCSegmentation(
             args.data_root, args.val_split, ids=val_ids,
             transform=eval_transform(info["input_size"], info["mean"], info["std"]),

@@ -85,6 +85,15 @@ def sample_ids(ids: list[str] | tuple[str, ...], count: int) -> list[str]:
     return [ids[p] for p in dict.fromkeys(positions.tolist())]
 
 
+def validation_ids(root: str | os.PathLike, split: str | None, count: int) -> list[str]:
+    """``count`` ids of ``split`` spread evenly (``sample_ids``), on which a network is scored
+    against the ground truth after every epoch; none without a split, for ``count`` 0 or when
+    the split has no masks (``split_has_masks``)."""
+    if split is None or count <= 0 or not split_has_masks(root, split):
+        return []
+    return sample_ids(read_split(root, split), count)
+
+
 def split_has_masks(root: str | os.PathLike, split: str) -> bool:
     """False when the tree lists ``split`` in ``splits_without_masks.txt`` (its images have no
     ground truth, so no stage can be scored on them); True otherwise."""

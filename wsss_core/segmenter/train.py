@@ -35,8 +35,7 @@ from wsss_core.data.layout import (
     load_image,
     mask_path,
     read_class_names,
-    read_split,
-    sample_ids,
+    validation_ids,
 )
 from wsss_core.data.transforms import train_transform
 from wsss_core.evaluate.metrics import ConfusionMatrix
@@ -268,9 +267,7 @@ def train_segmenter(
     seed_everything(seed)  # the initial weights are drawn from the seed
     model = build_segmenter(net_cfg).to(device)
     optimizer = make_optimizer(model, cfg)
-    val_ids = []
-    if val_split is not None and cfg.val_images > 0:
-        val_ids = sample_ids(read_split(data_root, val_split), cfg.val_images)
+    val_ids = validation_ids(data_root, val_split, cfg.val_images)
     settings = {"net": net_cfg.to_dict(), "train": asdict(cfg), "split": split}
     inputs = input_files(dataset, net_cfg)
     if val_ids:

@@ -21,6 +21,7 @@ from wsss_core.data.layout import (
     read_class_names,
     read_split,
     split_has_masks,
+    validation_ids,
 )
 
 CLASSES = ["cat", "dog", "bird"]
@@ -193,3 +194,15 @@ def test_layout_finds_png_images_and_splits_without_masks(tmp_path):
     assert split_has_masks(tmp_path, "val")  # no list: every split has masks
     (tmp_path / "splits_without_masks.txt").write_text("val\ntest\n")
     assert not split_has_masks(tmp_path, "val") and split_has_masks(tmp_path, "train")
+
+
+def test_validation_ids_only_where_the_split_has_masks(tmp_path):
+    lists = tmp_path / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    (lists / "val.txt").write_text("".join(f"v{k}\n" for k in range(5)))
+    assert validation_ids(tmp_path, "val", 3) == ["v0", "v2", "v4"]  # spread evenly
+    assert validation_ids(tmp_path, "val", 9) == [f"v{k}" for k in range(5)]
+    assert validation_ids(tmp_path, "val", 0) == []
+    assert validation_ids(tmp_path, None, 3) == []
+    (tmp_path / "splits_without_masks.txt").write_text("val\n")
+    assert validation_ids(tmp_path, "val", 3) == []  # no ground truth to validate on
