@@ -60,12 +60,6 @@ RERUNS = [
         [f"seeds/{METHOD}", f"affinity/{METHOD}/affinity.pt", f"walk/{METHOD}/rw"],
     ),
     (
-        "classifier.lr",
-        0.003,
-        {"finetune_classifier"},
-        ["classifier/model.pt", f"cams/{METHOD}.h5", f"affinity/{METHOD}/affinity.pt"],
-    ),
-    (
         "data.synthetic.seed",
         1,
         {"make_synthetic"},
