@@ -65,6 +65,29 @@ def update_with_mask(evaluation: MaskEvaluation, pred: np.ndarray, gt: np.ndarra
     evaluation.confusion.update(pred[confident], gt[confident])
 
 
+def _prediction_folder(pred_dir: str | os.PathLike, ids: Iterable[str]) -> tuple[Path, list[str]]:
+    """The prediction folder and the ids to read from it; errors for no ids or no folder."""
+    pred_dir, ids = Path(pred_dir), list(ids)
+    if not ids:
+        raise ValueError("no image ids to evaluate (empty split?)")
+    if not pred_dir.is_dir():
+        raise FileNotFoundError(
+            f"prediction folder {pred_dir} does not exist: run the stage that writes it first"
+        )
+    return pred_dir, ids
+
+
+def _prediction_file(pred_dir: Path, image_id: str) -> Path:
+    """``<pred_dir>/<id>.png``; an error naming it when the stage did not write it."""
+    path = pred_dir / f"{image_id}.png"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"prediction {path} is missing for image '{image_id}': the stage that writes "
+            f"{pred_dir} did not finish for every id; re-run it"
+        )
+    return path
+
+
 def evaluate_masks_detailed(
     pred_dir: str | os.PathLike,
     gt_root: str | os.PathLike,
@@ -73,22 +96,10 @@ def evaluate_masks_detailed(
     progress: bool = False,
 ) -> MaskEvaluation:
     """Score ``<pred_dir>/<id>.png`` against ``<gt_root>/SegmentationClass/<id>.png``."""
-    pred_dir = Path(pred_dir)
-    ids = list(ids)
-    if not ids:
-        raise ValueError("no image ids to evaluate (empty split?)")
-    if not pred_dir.is_dir():
-        raise FileNotFoundError(
-            f"prediction folder {pred_dir} does not exist: run the stage that writes it first"
-        )
+    pred_dir, ids = _prediction_folder(pred_dir, ids)
     evaluation = MaskEvaluation(ConfusionMatrix(num_classes), 0, 0)
     for image_id in tqdm(ids, desc=f"evaluate {pred_dir.name}", disable=not progress):
-        path = pred_dir / f"{image_id}.png"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"prediction {path} is missing for image '{image_id}': the stage that writes "
-                f"{pred_dir} did not finish for every id; re-run it"
-            )
+        path = _prediction_file(pred_dir, image_id)
         pred = load_mask(path)
         gt = load_gt_mask(gt_root, image_id, num_classes=num_classes)
         try:
@@ -101,22 +112,9 @@ def evaluate_masks_detailed(
 def check_predictions(pred_dir: str | os.PathLike, ids: Iterable[str]) -> None:
     """Every ``<pred_dir>/<id>.png`` exists and is a label mask (what a split without ground
     truth can still check of a stage)."""
-    pred_dir = Path(pred_dir)
-    ids = list(ids)
-    if not ids:
-        raise ValueError("no image ids to evaluate (empty split?)")
-    if not pred_dir.is_dir():
-        raise FileNotFoundError(
-            f"prediction folder {pred_dir} does not exist: run the stage that writes it first"
-        )
+    pred_dir, ids = _prediction_folder(pred_dir, ids)
     for image_id in ids:
-        path = pred_dir / f"{image_id}.png"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"prediction {path} is missing for image '{image_id}': the stage that writes "
-                f"{pred_dir} did not finish for every id; re-run it"
-            )
-        load_mask(path)
+        load_mask(_prediction_file(pred_dir, image_id))
 
 
 def evaluate_masks(

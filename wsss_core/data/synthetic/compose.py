@@ -123,3 +123,34 @@ def finish(rng: np.random.Generator, canvas: Array) -> Array:
     """Add sensor noise (standard deviation 2..8) and round to an RGB uint8 image."""
     canvas += rng.normal(0.0, rng.uniform(2.0, 8.0), size=canvas.shape)
     return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a family puts an object's centre: with probability ``overlap`` next to a placed
+    object (at ``distance`` x the sum of both radii, clipped to ``clip`` x the side), else
+    uniform in ``spread`` x the side (both as [low, high] fractions of the side)."""
+
+    overlap: float
+    distance: tuple[float, float]
+    clip: tuple[float, float]
+    spread: tuple[float, float]
+
+
+def object_centre(
+    rng: np.random.Generator,
+    size: int,
+    placed: list[tuple[float, float, float]],
+    radius: float,
+    placement: Placement,
+) -> tuple[float, float]:
+    """The centre (y, x) of the next object, drawn as ``placement`` says."""
+    if placed and rng.random() < placement.overlap:
+        py, px, pr = placed[int(rng.integers(len(placed)))]
+        direction = rng.uniform(0, 2 * math.pi)
+        dist = (pr + radius) * rng.uniform(*placement.distance)
+        low, high = placement.clip[0] * size, placement.clip[1] * size
+        cy = float(np.clip(py + dist * math.sin(direction), low, high))
+        cx = float(np.clip(px + dist * math.cos(direction), low, high))
+        return cy, cx
+    return tuple(rng.uniform(placement.spread[0] * size, placement.spread[1] * size, 2))

@@ -23,6 +23,7 @@ from wsss_core.data.synthetic.compose import (
     Array,
     Box,
     Layer,
+    Placement,
     box_around,
     coverage,
     draw_layers,
@@ -30,6 +31,7 @@ from wsss_core.data.synthetic.compose import (
     grids,
     ignore_band,
     label_map,
+    object_centre,
     owner_map,
     random_colours,
 )
@@ -236,18 +238,8 @@ def _objects_visible(layers: list[Layer], objects: dict[int, int], size: int) ->
     return True
 
 
-def _object_centre(
-    rng: np.random.Generator, size: int, placed: list[tuple[float, float, float]], radius: float
-) -> tuple[float, float]:
-    """Uniform over most of the image, or (40 % of the time) overlapping a placed object."""
-    if placed and rng.random() < 0.4:
-        py, px, pr = placed[int(rng.integers(len(placed)))]
-        direction = rng.uniform(0, 2 * math.pi)
-        dist = (pr + radius) * rng.uniform(0.5, 1.0)
-        cy = float(np.clip(py + dist * math.sin(direction), 0.05 * size, 0.95 * size))
-        cx = float(np.clip(px + dist * math.cos(direction), 0.05 * size, 0.95 * size))
-        return cy, cx
-    return tuple(rng.uniform(0.1 * size, 0.9 * size, 2))
+# Uniform over most of the image, or (40 % of the time) overlapping a placed object.
+PLACEMENT = Placement(overlap=0.4, distance=(0.5, 1.0), clip=(0.05, 0.95), spread=(0.1, 0.9))
 
 
 def scene_layers(
@@ -270,7 +262,7 @@ def scene_layers(
     for cls in classes:
         radius = max(size * math.exp(rng.uniform(log_lo, log_hi)), MIN_RADIUS_PX)
         for _ in range(MAX_PLACEMENT_TRIES):
-            centre = _object_centre(rng, size, placed, radius)
+            centre = object_centre(rng, size, placed, radius, PLACEMENT)
             layer = _object_layer(rng, int(cls), size, centre, radius)
             if layer is None:
                 continue

@@ -21,6 +21,7 @@ from wsss_core.data.synthetic.compose import (
     Array,
     Box,
     Layer,
+    Placement,
     bilinear_upsample,
     box_around,
     coverage,
@@ -29,6 +30,7 @@ from wsss_core.data.synthetic.compose import (
     grids,
     ignore_band,
     label_map,
+    object_centre,
     random_colours,
 )
 
@@ -357,18 +359,8 @@ def _keeps_objects_visible(layers: list[Layer], areas: dict[int, int], size: int
     return all((labels == label).sum() >= MIN_VISIBLE_FRACTION * a for label, a in areas.items())
 
 
-def _object_centre(
-    rng: np.random.Generator, size: int, placed: list[tuple[float, float, float]], radius: float
-) -> tuple[float, float]:
-    """Uniform in the central part of the image, or (half the time) overlapping a placed object."""
-    if placed and rng.random() < 0.5:
-        py, px, pr = placed[int(rng.integers(len(placed)))]
-        direction = rng.uniform(0, 2 * math.pi)
-        dist = (pr + radius) * rng.uniform(0.45, 0.9)
-        cy = float(np.clip(py + dist * math.sin(direction), 0.1 * size, 0.9 * size))
-        cx = float(np.clip(px + dist * math.cos(direction), 0.1 * size, 0.9 * size))
-        return cy, cx
-    return tuple(rng.uniform(0.15 * size, 0.85 * size, 2))
+# Uniform in the central part of the image, or (half the time) overlapping a placed object.
+PLACEMENT = Placement(overlap=0.5, distance=(0.45, 0.9), clip=(0.1, 0.9), spread=(0.15, 0.85))
 
 
 def compose(rng: np.random.Generator, num_classes: int, size: int) -> tuple[Array, Array] | None:
@@ -387,7 +379,7 @@ def compose(rng: np.random.Generator, num_classes: int, size: int) -> tuple[Arra
     for cls in classes:
         radius = max(size * rng.uniform(*RADIUS_RANGE), MIN_RADIUS_PX)
         for _ in range(MAX_PLACEMENT_TRIES):
-            centre = _object_centre(rng, size, placed, radius)
+            centre = object_centre(rng, size, placed, radius, PLACEMENT)
             layer = _object_layer(rng, int(cls), size, centre, radius)
             if layer is None:
                 continue
