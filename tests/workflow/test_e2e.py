@@ -116,7 +116,10 @@ def test_tiny_run_writes_every_stage(tiny_run: WorkflowRun):
     assert benchmarked == set(counts) - {"figure_runtimes", "all"}
     assert set(runtimes.index) == benchmarked
     assert runtimes["jobs"].to_dict() == {rule: counts[rule] for rule in benchmarked}
-    assert (runtimes[["seconds", "max_rss_mb"]] > 0).all().all()
+    assert (runtimes["seconds"] > 0).all()
+    # memory is sampled while a job runs: short jobs may end before the first sample (NaN)
+    assert ((runtimes["max_rss_mb"] > 0) | runtimes["max_rss_mb"].isna()).all()
+    assert runtimes.loc[["finetune_classifier", "train_segmenter"], "max_rss_mb"].gt(0).all()
 
 
 @pytest.mark.slow

@@ -464,7 +464,9 @@ def benchmark_rule(path: PathLike) -> str:
 def runtime_table(benchmark_tsvs: Sequence[PathLike]) -> pd.DataFrame:
     """Per rule: jobs, total seconds and the largest max_rss (MB), longest first.
 
-    A file's repeats (several rows) are averaged before summing over the rule's jobs.
+    A file's repeats (several rows) are averaged before summing over the rule's jobs. A
+    ``max_rss`` of 0 is Snakemake sampling a process that had already exited (jobs shorter
+    than its first sample): it is read as not measured (NaN), like ``-`` and ``NA``.
     """
     if not benchmark_tsvs:
         raise ValueError("no benchmark files given")
@@ -473,7 +475,7 @@ def runtime_table(benchmark_tsvs: Sequence[PathLike]) -> pd.DataFrame:
         frame = _read_table(path, "benchmark file", sep="\t", na_values=["-", "NA"])
         if "s" not in frame.columns or frame.empty:
             raise ValueError(f"benchmark file {path} has no 's' column or no rows; re-run its rule")
-        rss = frame["max_rss"].mean() if "max_rss" in frame.columns else float("nan")
+        rss = frame["max_rss"].where(frame["max_rss"] > 0).mean() if "max_rss" in frame.columns else float("nan")
         records.append(
             {"rule": benchmark_rule(path), "seconds": frame["s"].mean(), "max_rss_mb": rss}
         )

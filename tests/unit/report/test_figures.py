@@ -301,20 +301,22 @@ def benchmarks(tmp_path):
         _bench(b / "extract_cams" / "rollout" / "1-of-2.tsv", [3.0], ["-"]),
         _bench(b / "train_segmenter" / "ta.tsv", [40.0, 60.0], ["500", "700"]),  # two repeats
         _bench(b / "summary" / "all.tsv", [0.5], ["50"]),
+        _bench(b / "gather_seeds" / "ta.tsv", [0.1], ["0"]),  # exited before the first sample
     ]
 
 
 def test_runtime_table_sums_per_rule(benchmarks):
     table = runtime_table(benchmarks)
-    assert table["rule"].tolist() == ["train_segmenter", "extract_cams", "summary"]
-    assert table["seconds"].tolist() == [50.0, 25.0, 0.5]
-    assert table["jobs"].tolist() == [1, 3, 1]
-    assert table["max_rss_mb"].tolist() == [600.0, 120.0, 50.0]
+    assert table["rule"].tolist() == ["train_segmenter", "extract_cams", "summary", "gather_seeds"]
+    assert table["seconds"].tolist() == [50.0, 25.0, 0.5, 0.1]
+    assert table["jobs"].tolist() == [1, 3, 1, 1]
+    assert table["max_rss_mb"].tolist()[:3] == [600.0, 120.0, 50.0]
+    assert np.isnan(table["max_rss_mb"].iloc[3])  # 0 MB: not measured
 
 
 def test_runtime_chart_and_cli(benchmarks, tmp_path):
     fig, table = runtime_chart(benchmarks)
-    assert len(table) == 3
+    assert len(table) == 4
     out = tmp_path / "out"
     argv = ["runtimes", "--benchmark-dir", str(benchmarks[0].parents[2]), "--dpi", "50"]
     argv += ["--out-png", str(out / "runtimes.png"), "--out-csv", str(out / "runtimes.csv")]
@@ -325,6 +327,7 @@ def test_runtime_chart_and_cli(benchmarks, tmp_path):
         "train_segmenter": 50.0,
         "extract_cams": 25.0,
         "summary": 0.5,
+        "gather_seeds": 0.1,
     }
     assert _png_size(out / "runtimes.png")[0] == 350
     page = (out / "runtimes.html").read_text(encoding="utf-8")
