@@ -1,10 +1,12 @@
-# Stage: a DeepLabV3+ segmenter trained on the pseudo masks, predicted and scored on val.
+# Stage: a segmenter (a decoder on the classifier, or DeepLabV3+ on a CNN) trained on the
+# pseudo masks, predicted and scored on val.
 
 
 rule train_segmenter:
     input:
         masks=f"{RES}/walk/{{method}}/{config['segmenter']['pseudo_masks']}",
         data=DATA_ROOT,
+        classifier=f"{RES}/classifier/model.pt",
     output:
         model=f"{RES}/segmenter/{{method}}/segmenter.pt",
         history=f"{RES}/segmenter/{{method}}/history.csv",
@@ -28,7 +30,7 @@ rule train_segmenter:
         "$PY workflow_scripts/segmenter_train.py --masks {input.masks} "
         "--data-root {input.data} --split {params.split} --val-split {params.val_split} "
         "--config-json {params.cfg} --seed {params.seed} --threads {threads} "
-        "--device {params.device} "
+        "--device {params.device} --classifier {input.classifier} "
         "--out-dir {params.out_dir} --log {log}"
 
 

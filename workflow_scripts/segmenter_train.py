@@ -1,10 +1,11 @@
-"""Train the DeepLabV3+ segmenter on pseudo masks (rule train_segmenter).
+"""Train the segmenter on pseudo masks (rule train_segmenter).
 
 Reads ``<masks>/<id>.png`` for the ids of ``--split`` and the images of ``--data-root``;
 writes ``<out-dir>/segmenter.pt``, ``<out-dir>/history.csv`` (with the scores on
 ``segmenter.net.val_images`` images of ``--val-split`` after every epoch) and, after every epoch,
 ``<out-dir>/checkpoints/last.pt`` (a rerun after a kill resumes from it when the config,
-seed, masks, images and backbone file are unchanged).
+seed, masks, images and backbone file are unchanged). ``--classifier`` is the run's classifier,
+the backbone of ``segmenter.net.backbone: classifier`` (other backbones ignore it).
 ``--config-json`` is the ``segmenter.net`` config section (see wsss_core.segmenter.train).
 """
 
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", required=True, help="config key data.train_split")
     parser.add_argument("--val-split", default=None, help="config key data.eval_split")
     parser.add_argument("--config-json", required=True, help="segmenter.net config as JSON")
+    parser.add_argument("--classifier", default=None, help="the run's classifier model.pt")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
     config = parse_json_object(args.config_json, "--config-json", "segmenter.net")
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("training the segmenter on %s (%s split) on %s", args.masks, args.split, device)
     result = train_segmenter(
         args.data_root, args.split, args.masks, args.out_dir, config, seed=args.seed,
-        device=device, val_split=args.val_split,
+        device=device, val_split=args.val_split, classifier=args.classifier,
     )  # fmt: skip
     last = result.history.iloc[-1]
     log.info("wrote %s (final train_loss %.4f)", result.model_path, last["train_loss"])

@@ -34,7 +34,7 @@ DATACLASSES = [
     (ClassifierTrainConfig, "classifier", set()),
     (AffinityNetConfig, "affinity.net", {"freeze_backbone"}),  # from backbone_lr_mult
     (AffinityTrainConfig, "affinity.net", set()),
-    (SegmenterConfig, "segmenter.net", {"num_classes"}),  # from the dataset
+    (SegmenterConfig, "segmenter.net", {"num_classes", "classifier_config"}),  # data, classifier
     (SegmenterTrainConfig, "segmenter.net", set()),
     (CRFParams, "seeds.crf", set()),
     (CRFParams, "walk.crf", set()),

@@ -72,12 +72,13 @@ def test_schema_lists_exactly_the_keys_the_code_reads():
     assert set(schema_section("classifier")["properties"]) == (
         names(ClassifierTrainConfig) | CLASSIFIER_MODEL_KEYS
     )
-    # freeze_backbone is derived (backbone_lr_mult == 0), num_classes comes from the data
+    # freeze_backbone is derived (backbone_lr_mult == 0), num_classes comes from the data,
+    # classifier_config from the classifier file
     assert set(schema_section("affinity", "net")["properties"]) == (
         names(AffinityNetConfig) - {"freeze_backbone"}
     ) | names(AffinityTrainConfig)
     assert set(schema_section("segmenter", "net")["properties"]) == (
-        names(SegmenterConfig) - {"num_classes"}
+        names(SegmenterConfig) - {"num_classes", "classifier_config"}
     ) | names(SegmenterTrainConfig)
 
 

@@ -18,11 +18,10 @@ mode (frozen BatchNorm statistics, no dropout); ``freeze_backbone`` also stops i
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
+from wsss_core.classifier.levels import ViTLevels
 from wsss_core.config import schema_field
 from wsss_core.data.transforms import eval_transform, image_to_tensor
 from wsss_core.io import save_torch
@@ -124,69 +124,6 @@ class AffinityNetConfig:
 
 # --------------------------------------------------------------------------------------
 # Backbones: image [B, 3, H, W] -> list of feature maps [B, C_l, h_l, w_l]
-
-
-class ViTLevels(nn.Module):
-    """Patch tokens of chosen blocks of a timm VisionTransformer, plus named conv taps."""
-
-    def __init__(self, vit: nn.Module, blocks: tuple[int, ...], taps: tuple[str, ...]) -> None:
-        super().__init__()
-        self.vit = vit
-        depth = len(vit.blocks)
-        for b in blocks:
-            if not -depth <= b < depth:
-                raise AffinityConfigError(
-                    f"affinity.net.vit_blocks: block {b} does not exist in a {depth}-block ViT"
-                )
-        self.blocks = sorted({b % depth for b in blocks})
-        names = dict(vit.named_modules())
-        for tap in taps:
-            if tap not in names or not tap:
-                raise AffinityConfigError(
-                    f"affinity.net.taps: the classifier has no module '{tap}' (e.g. "
-                    "patch_embed.backbone.stages.1 for the hybrid stem's second stage)"
-                )
-        self.taps = tuple(taps)
-        self._tap_modules = [names[tap] for tap in self.taps]
-
-    @contextlib.contextmanager
-    def _tapping(self) -> Iterator[dict[str, torch.Tensor]]:
-        """Forward hooks on the tapped modules for the time of one forward pass: they keep
-        each output in the yielded dict, and their handles are removed on leaving (also on
-        error), so the classifier is left without hooks."""
-        tapped: dict[str, torch.Tensor] = {}
-        handles = [
-            module.register_forward_hook(self._keeper(tap, tapped))
-            for tap, module in zip(self.taps, self._tap_modules, strict=True)
-        ]
-        try:
-            yield tapped
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    @staticmethod
-    def _keeper(name: str, tapped: dict[str, torch.Tensor]):
-        def hook(_module, _inputs, output):
-            if not isinstance(output, torch.Tensor) or output.ndim != 4:
-                raise AffinityConfigError(
-                    f"affinity.net.taps: module '{name}' does not output a [B, C, h, w] map"
-                )
-            tapped[name] = output
-
-        return hook
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        levels: list[torch.Tensor] = []
-        with self._tapping() as tapped:
-            if self.blocks:
-                levels = self.vit.forward_intermediates(
-                    x, indices=self.blocks, norm=True, stop_early=True, intermediates_only=True,
-                    output_fmt="NCHW",
-                )  # fmt: skip
-            else:
-                self.vit.patch_embed(x)  # the taps all sit in the patch embedding
-        return [tapped[tap] for tap in self.taps] + list(levels)
 
 
 class CNNLevels(nn.Module):
@@ -290,7 +227,9 @@ def build_affinity_net(
         if classifier is None or classifier_info is None:
             raise ValueError("the classifier backbone needs the loaded classifier and its info")
         input_size = int(classifier_info["model_config"]["img_size"])
-        levels: nn.Module = ViTLevels(classifier, cfg.vit_blocks, cfg.taps)
+        levels: nn.Module = ViTLevels(
+            classifier, cfg.vit_blocks, cfg.taps, "affinity.net", AffinityConfigError
+        )
         mean, std = list(classifier_info["mean"]), list(classifier_info["std"])
         backbone_config: dict | None = dict(classifier_info["model_config"])
     else:

@@ -475,7 +475,9 @@ def runtime_table(benchmark_tsvs: Sequence[PathLike]) -> pd.DataFrame:
         frame = _read_table(path, "benchmark file", sep="\t", na_values=["-", "NA"])
         if "s" not in frame.columns or frame.empty:
             raise ValueError(f"benchmark file {path} has no 's' column or no rows; re-run its rule")
-        rss = frame["max_rss"].where(frame["max_rss"] > 0).mean() if "max_rss" in frame.columns else float("nan")
+        rss = float("nan")
+        if "max_rss" in frame.columns:
+            rss = frame["max_rss"].where(frame["max_rss"] > 0).mean()
         records.append(
             {"rule": benchmark_rule(path), "seconds": frame["s"].mean(), "max_rss_mb": rss}
         )

@@ -1,15 +1,23 @@
-"""DeepLabV3+ (Chen et al., ECCV 2018) on a timm ``features_only`` backbone.
+"""The segmenter's two architectures, chosen by ``segmenter.net.backbone``.
 
-The backbone gives two feature maps: the stride-4 stage (low-level features for the
+**DeepLabV3+** (Chen et al., ECCV 2018) on a timm ``features_only`` CNN. The backbone gives
+two feature maps: the stride-4 stage (low-level features for the
 decoder) and the last stage at the configured output stride (8 or 16, by dilation).
 ASPP (a 1x1 branch, three atrous 3x3 branches and image pooling) runs on the last
 stage; the decoder concatenates it, upsampled, with the reduced low-level features,
 refines with two 3x3 convolutions and classifies; the logits are upsampled
 bilinearly to the input size, so any input size works (not only multiples of 16).
+
+**A light decoder on the fine-tuned classifier** (``backbone: classifier``), as ViT-based WSSS
+segmenters do: without ImageNet weights the classifier's are the only trained features a run
+owns. The patch tokens of ``vit_blocks`` and the conv ``taps`` (``ViTLevels``) are each
+reduced by a 1x1 conv-BN-ReLU, brought to the stride-4 grid, concatenated, refined by two
+3x3 conv-BN-ReLU and classified; inputs are padded to a multiple of the token stride.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -21,8 +29,12 @@ import torch.nn.functional as F
 from timm.models import load_state_dict
 from torch import nn
 
+from wsss_core.classifier.levels import ViTLevels
 from wsss_core.config import schema_field
 from wsss_core.data.palette import IGNORE_INDEX
+
+CLASSIFIER = "classifier"  # segmenter.net.backbone: the fine-tuned classifier's features
+DECODER_STRIDE = 4  # the classifier decoder's grid: input size / 4
 
 
 @dataclass
@@ -33,10 +45,14 @@ class SegmenterConfig:
     output stride 8 they are doubled so that they cover the same image extent.
     ``pretrained``: false (random init), "hub" (timm's weights, needs network) or the
     path of a state-dict file of the timm backbone (classifier keys are ignored).
+    ``vit_blocks`` and ``taps`` are the levels of the classifier backbone, whose
+    ``classifier_config`` (the classifier's model_config) comes from the classifier file.
     The defaults are the config schema's.
     """
 
     backbone: str = schema_field("segmenter.net.backbone")
+    vit_blocks: list[int] = schema_field("segmenter.net.vit_blocks")
+    taps: list[str] = schema_field("segmenter.net.taps")
     pretrained: bool | str = schema_field("segmenter.net.pretrained")
     output_stride: int = schema_field("segmenter.net.output_stride")
     aspp_rates: list[int] = schema_field("segmenter.net.aspp_rates")
@@ -45,6 +61,7 @@ class SegmenterConfig:
     decoder_channels: int = schema_field("segmenter.net.decoder_channels")
     dropout: float = schema_field("segmenter.net.dropout")
     num_classes: int = 21  # not a config key: background + the dataset's classes
+    classifier_config: dict[str, Any] | None = None  # not a config key: see above
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SegmenterConfig:
@@ -67,6 +84,11 @@ class SegmenterConfig:
         if self.num_classes < 2:
             raise ValueError(
                 f"num_classes must be >= 2 (background + classes), got {self.num_classes}"
+            )
+        if self.backbone == CLASSIFIER and not (self.vit_blocks or self.taps):
+            raise ValueError(
+                "config keys segmenter.net.vit_blocks and segmenter.net.taps are both empty; "
+                "the classifier backbone needs at least one level (e.g. vit_blocks: [-1])"
             )
         if not (self.pretrained in (False, True, "hub") or isinstance(self.pretrained, str)):
             raise ValueError(
@@ -120,7 +142,35 @@ class ASPP(nn.Module):
         return self.project(torch.cat([branch(x) for branch in self.branches], dim=1))
 
 
-class DeepLabV3Plus(nn.Module):
+class Segmenter(nn.Module):
+    """What both architectures share: ``cfg``, a ``backbone`` and the head around it.
+
+    ``freeze_backbone`` stops the backbone's gradients and keeps it in eval mode (frozen
+    batch-norm statistics, no dropout) also while the head trains.
+    """
+
+    cfg: SegmenterConfig
+    backbone: nn.Module
+    backbone_frozen: bool = False
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """Parameters outside the backbone."""
+        backbone_ids = {id(p) for p in self.backbone.parameters()}
+        return [p for p in self.parameters() if id(p) not in backbone_ids]
+
+    def freeze_backbone(self) -> None:
+        self.backbone.requires_grad_(False)
+        self.backbone_frozen = True
+        self.backbone.eval()
+
+    def train(self, mode: bool = True) -> Segmenter:
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()
+        return self
+
+
+class DeepLabV3Plus(Segmenter):
     """Backbone -> ASPP -> decoder with stride-4 low-level features -> logits at input size."""
 
     def __init__(self, cfg: SegmenterConfig, backbone: nn.Module) -> None:
@@ -143,11 +193,6 @@ class DeepLabV3Plus(nn.Module):
         )
         self.classifier = nn.Conv2d(cfg.decoder_channels, cfg.num_classes, 1)
 
-    def head_parameters(self) -> list[nn.Parameter]:
-        """Parameters outside the backbone (ASPP, decoder, classifier)."""
-        backbone_ids = {id(p) for p in self.backbone.parameters()}
-        return [p for p in self.parameters() if id(p) not in backbone_ids]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.backbone(x)
         low, high = feats[self.low_index], feats[self.high_index]
@@ -156,6 +201,45 @@ class DeepLabV3Plus(nn.Module):
         fused = self.decoder(torch.cat([context, self.low_proj(low)], dim=1))
         logits = self.classifier(fused)
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class ClassifierSegmenter(Segmenter):
+    """Classifier levels -> 1x1 conv-BN-ReLU each -> stride-4 grid -> concat -> two 3x3
+    conv-BN-ReLU -> 1x1 classifier -> logits at the input size."""
+
+    def __init__(self, cfg: SegmenterConfig, vit: nn.Module) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = ViTLevels(vit, cfg.vit_blocks, cfg.taps, "segmenter.net")
+        size = int(cfg.classifier_config["img_size"]) if cfg.classifier_config else 224
+        was_training = vit.training
+        vit.eval()  # a probe of one blank image: no batch statistics
+        with torch.no_grad():
+            probes = self.backbone(torch.zeros(1, 3, size, size))
+        vit.train(was_training)
+        # inputs are padded to a multiple of the coarsest level's stride (the token stride)
+        self.stride = max(1, size // min(int(p.shape[-1]) for p in probes))
+        width = cfg.decoder_channels
+        self.project = nn.ModuleList(_conv_bn_relu(int(p.shape[1]), width, 1) for p in probes)
+        self.decoder = nn.Sequential(
+            _conv_bn_relu(width * len(probes), width, 3), _conv_bn_relu(width, width, 3)
+        )
+        self.classifier = nn.Conv2d(width, cfg.num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        # right/bottom padding with 0, the mean colour after normalisation (as training's PadTo)
+        padded = F.pad(x, (0, -width % self.stride, 0, -height % self.stride))
+        grid = tuple(math.ceil(side / DECODER_STRIDE) for side in padded.shape[-2:])
+        maps = []
+        for project, level in zip(self.project, self.backbone(padded), strict=True):
+            level = project(level)
+            if tuple(level.shape[-2:]) != grid:
+                level = F.interpolate(level, size=grid, mode="bilinear", align_corners=False)
+            maps.append(level)
+        logits = self.classifier(self.decoder(torch.cat(maps, dim=1)))
+        logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+        return logits[..., :height, :width]
 
 
 def _load_backbone_file(backbone: nn.Module, path: str | os.PathLike, name: str) -> None:
@@ -199,13 +283,30 @@ def build_backbone(cfg: SegmenterConfig) -> nn.Module:
     return backbone
 
 
-def build_segmenter(cfg: SegmenterConfig | dict[str, Any]) -> DeepLabV3Plus:
-    """DeepLabV3+ from a config (a ``SegmenterConfig`` or a mapping of its keys)."""
+def build_segmenter(
+    cfg: SegmenterConfig | dict[str, Any], classifier: nn.Module | None = None
+) -> Segmenter:
+    """The segmenter of a config (a ``SegmenterConfig`` or a mapping of its keys).
+
+    With ``backbone: classifier`` the decoder sits on ``classifier`` (the loaded, fine-tuned
+    ViT) or, without it, on a freshly built one of ``classifier_config`` (to load weights into).
+    """
     if not isinstance(cfg, SegmenterConfig):
         cfg = SegmenterConfig.from_dict(cfg)
     else:
         cfg.validate()
-    return DeepLabV3Plus(cfg, build_backbone(cfg))
+    if cfg.backbone != CLASSIFIER:
+        return DeepLabV3Plus(cfg, build_backbone(cfg))
+    if classifier is None:
+        if cfg.classifier_config is None:
+            raise ValueError(
+                "segmenter.net.backbone classifier: the classifier's model_config is missing; "
+                "train the segmenter with the run's classifier/model.pt"
+            )
+        from wsss_core.classifier.model import build_classifier
+
+        classifier = build_classifier({**cfg.classifier_config, "pretrained": False})
+    return ClassifierSegmenter(cfg, classifier)
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -228,7 +329,7 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return total / count
 
 
-def save_segmenter(path: str | os.PathLike, model: DeepLabV3Plus, info: dict[str, Any]) -> None:
+def save_segmenter(path: str | os.PathLike, model: Segmenter, info: dict[str, Any]) -> None:
     """The trained model for inference: weights, architecture config, class names, mean/std."""
     from wsss_core.train.checkpoint import save_checkpoint
 
@@ -239,7 +340,7 @@ def save_segmenter(path: str | os.PathLike, model: DeepLabV3Plus, info: dict[str
 
 def load_segmenter(
     path: str | os.PathLike, device: str | torch.device = "cpu"
-) -> tuple[DeepLabV3Plus, dict[str, Any]]:
+) -> tuple[Segmenter, dict[str, Any]]:
     """Load ``segmenter.pt`` -> (model in eval mode on ``device``, info).
 
     ``info`` holds ``model_config``, ``class_names``, ``mean``, ``std`` (and ``epochs``).

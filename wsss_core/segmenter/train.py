@@ -1,11 +1,13 @@
-"""Train the DeepLabV3+ segmenter on pseudo masks (label 255 ignored).
+"""Train the segmenter on pseudo masks (label 255 ignored).
 
 One config mapping (the ``segmenter.net`` section) holds the architecture keys of
 ``SegmenterConfig`` and the training keys of ``TrainConfig``; any other key is an
 error that names it. The learning rate decays per step with the poly schedule
 (DeepLab's (1 - step/total)^0.9); the backbone runs at ``backbone_lr_mult`` times
-the head's rate. Given a validation split, every epoch ends with ``validate`` on a fixed
-sample of ``val_images`` of its images (single scale, no flip, no CRF: cheaper than
+the head's rate (0: frozen). With ``backbone: classifier`` the decoder sits on the run's
+fine-tuned classifier and the images are normalised with the classifier's mean and std.
+Given a validation split, every epoch ends with ``validate`` on a fixed sample of
+``val_images`` of its images (single scale, no flip, no CRF: cheaper than
 predict_segmenter): the cross-entropy against the ground truth and the mIoU and pixel
 accuracy (fractions), columns ``val_loss``, ``val_mIoU``, ``val_pixel_accuracy`` of the
 history; it draws no random number and changes no weight. A checkpoint is written after
@@ -15,6 +17,7 @@ images and backbone file ends with the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -28,6 +31,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from wsss_core.classifier.model import load_classifier
 from wsss_core.config import schema_field
 from wsss_core.data.datasets import VOCSegmentation
 from wsss_core.data.layout import (
@@ -41,7 +45,8 @@ from wsss_core.data.transforms import train_transform
 from wsss_core.evaluate.metrics import ConfusionMatrix
 from wsss_core.runtime import seed_everything
 from wsss_core.segmenter.model import (
-    DeepLabV3Plus,
+    CLASSIFIER,
+    Segmenter,
     SegmenterConfig,
     build_segmenter,
     save_segmenter,
@@ -91,9 +96,10 @@ class TrainConfig:
                 "config key segmenter.net.optimizer must be 'sgd' or 'adamw', "
                 f"got {self.optimizer!r}"
             )
-        for key in ("lr", "backbone_lr_mult"):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"config key segmenter.net.{key} must be > 0")
+        if not self.lr > 0:
+            raise ValueError("config key segmenter.net.lr must be > 0")
+        if not self.backbone_lr_mult >= 0:
+            raise ValueError("config key segmenter.net.backbone_lr_mult must be >= 0 (0: frozen)")
         for key in ("num_workers", "val_images"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -105,7 +111,7 @@ def parse_config(cfg: dict[str, Any], num_classes: int) -> tuple[SegmenterConfig
 
     ``num_classes`` (background + K) comes from the dataset, not from the config.
     """
-    arch_keys = {f.name for f in fields(SegmenterConfig)} - {"num_classes"}
+    arch_keys = {f.name for f in fields(SegmenterConfig)} - {"num_classes", "classifier_config"}
     train_keys = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(cfg) - arch_keys - train_keys)
     if unknown:
@@ -121,12 +127,12 @@ def parse_config(cfg: dict[str, Any], num_classes: int) -> tuple[SegmenterConfig
     return net, train
 
 
-def make_optimizer(model: DeepLabV3Plus, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (momentum) or AdamW with two groups: backbone at lr * backbone_lr_mult, head at lr."""
-    groups = [
-        {"params": list(model.backbone.parameters()), "lr": cfg.lr * cfg.backbone_lr_mult},
-        {"params": model.head_parameters(), "lr": cfg.lr},
-    ]
+def make_optimizer(model: Segmenter, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (momentum) or AdamW with two groups: backbone at lr * backbone_lr_mult (none when
+    it is frozen), head at lr (the last group)."""
+    backbone = [p for p in model.backbone.parameters() if p.requires_grad]
+    groups = [{"params": backbone, "lr": cfg.lr * cfg.backbone_lr_mult}] if backbone else []
+    groups.append({"params": model.head_parameters(), "lr": cfg.lr})
     for group in groups:
         group["initial_lr"] = group["lr"]
     if cfg.optimizer == "sgd":
@@ -152,17 +158,38 @@ def check_masks_present(dataset: VOCSegmentation) -> None:
         )
 
 
-def input_files(dataset: VOCSegmentation, net_cfg: SegmenterConfig) -> InputFiles:
+def input_files(
+    dataset: VOCSegmentation, net_cfg: SegmenterConfig, classifier: str | os.PathLike | None
+) -> InputFiles:
     """What the segmenter learns from: the pseudo masks and images of ``dataset`` and the
-    backbone weights file when ``pretrained`` names one."""
+    backbone's weights: the classifier file (classifier backbone) or the file that
+    ``pretrained`` names."""
     files = dataset_files(dataset.root, dataset.ids, masks=True, mask_dir=dataset.mask_dir)
     weights = net_cfg.pretrained
-    backbone = [weights] if isinstance(weights, str) and weights != "hub" else []
+    if net_cfg.backbone == CLASSIFIER:
+        backbone = [classifier]
+    else:
+        backbone = [weights] if isinstance(weights, str) and weights != "hub" else []
     return {**files, "backbone": backbone}
 
 
+def classifier_backbone(
+    path: str | os.PathLike | None, net_cfg: SegmenterConfig, cfg: TrainConfig
+) -> tuple[torch.nn.Module, SegmenterConfig, TrainConfig]:
+    """The fine-tuned classifier of ``path``, and the configs completed with its model_config
+    and its input mean and std (which replace segmenter.net.mean and std)."""
+    if path is None:
+        raise ValueError(
+            "segmenter.net.backbone classifier needs the run's classifier file (--classifier)"
+        )
+    vit, info = load_classifier(path)
+    net_cfg = dataclasses.replace(net_cfg, classifier_config=dict(info["model_config"]))
+    cfg = dataclasses.replace(cfg, mean=list(info["mean"]), std=list(info["std"]))
+    return vit, net_cfg, cfg
+
+
 def train_one_epoch(
-    model: DeepLabV3Plus,
+    model: Segmenter,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     optimizer: torch.optim.Optimizer,
     first_step: int,
@@ -191,7 +218,7 @@ def train_one_epoch(
 
 @torch.no_grad()
 def validate(
-    model: DeepLabV3Plus,
+    model: Segmenter,
     data_root: str | os.PathLike,
     ids: Sequence[str],
     mean: Sequence[float],
@@ -219,7 +246,7 @@ def validate(
 
 @dataclass
 class TrainResult:
-    model: DeepLabV3Plus
+    model: Segmenter
     history: pd.DataFrame
     model_path: Path
 
@@ -235,8 +262,10 @@ def train_segmenter(
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     show_progress: bool = True,
     val_split: str | None = None,
+    classifier: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train on ``<mask_dir>/<id>.png`` for the ids of ``split``; write into ``out_dir``.
+    ``classifier`` is the run's classifier file (needed by ``backbone: classifier``).
 
     Writes ``checkpoints/last.pt`` and ``history.csv`` (epoch, train_loss, lr and, with
     ``val_split`` and ``val_images`` > 0, the ``validate`` columns on ``val_images`` images
@@ -248,6 +277,9 @@ def train_segmenter(
     out_dir = Path(out_dir)
     class_names = read_class_names(data_root)
     net_cfg, cfg = parse_config(config, num_classes=len(class_names) + 1)
+    vit = None
+    if net_cfg.backbone == CLASSIFIER:
+        vit, net_cfg, cfg = classifier_backbone(classifier, net_cfg, cfg)
     dataset = VOCSegmentation(
         data_root,
         split,
@@ -265,11 +297,13 @@ def train_segmenter(
     steps_per_epoch = len(dataset) // cfg.batch_size  # drop_last: batch norm needs > 1 sample
 
     seed_everything(seed)  # the initial weights are drawn from the seed
-    model = build_segmenter(net_cfg).to(device)
+    model = build_segmenter(net_cfg, vit).to(device)
+    if cfg.backbone_lr_mult == 0:
+        model.freeze_backbone()
     optimizer = make_optimizer(model, cfg)
     val_ids = validation_ids(data_root, val_split, cfg.val_images)
     settings = {"net": net_cfg.to_dict(), "train": asdict(cfg), "split": split}
-    inputs = input_files(dataset, net_cfg)
+    inputs = input_files(dataset, net_cfg, classifier)
     if val_ids:
         val_files = dataset_files(data_root, val_ids, masks=True)
         inputs.update({f"val_{key}": paths for key, paths in val_files.items()})

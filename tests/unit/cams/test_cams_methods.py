@@ -1,6 +1,6 @@
 """The registry of relevance methods, the one model-support check, and the AffinityNet's taps
 that leave no hook behind (wsss_core.cams.methods, wsss_core.cams.support,
-wsss_core.affinity.net.ViTLevels)."""
+wsss_core.classifier.levels.ViTLevels)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import torch
 from timm.layers import SwiGLU
 from timm.models.vision_transformer import ParallelScalingBlock, VisionTransformer
 
-from wsss_core.affinity.net import ViTLevels
 from wsss_core.cams.methods import METHODS, method_named
 from wsss_core.cams.relevance import explain
 from wsss_core.cams.support import UnsupportedModelError, check_supported
+from wsss_core.classifier.levels import ViTLevels
 from wsss_core.classifier.model import build_classifier
 
 TINY = {"img_size": 16, "patch_size": 8, "embed_dim": 16, "depth": 2, "num_heads": 2}
@@ -92,7 +92,7 @@ def test_vit_levels_remove_their_hooks():
     ).eval()
     tap = "patch_embed.backbone.stages.1"
     module = dict(vit.named_modules())[tap]
-    levels = ViTLevels(vit, (-1,), (tap,))
+    levels = ViTLevels(vit, (-1,), (tap,), "affinity.net")
     assert not module._forward_hooks
     with torch.no_grad():
         maps = levels(torch.zeros(1, 3, 32, 32))
