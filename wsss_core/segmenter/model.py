@@ -306,6 +306,11 @@ def build_segmenter(
         from wsss_core.classifier.model import build_classifier
 
         classifier = build_classifier({**cfg.classifier_config, "pretrained": False})
+    if cfg.classifier_config and cfg.classifier_config.get("dynamic_img_size") is False:
+        raise ValueError(
+            "segmenter.net.backbone classifier segments images of any size, but the classifier "
+            "was trained with classifier.dynamic_img_size false; set it to true and rerun"
+        )
     return ClassifierSegmenter(cfg, classifier)
 
 

@@ -106,6 +106,9 @@ def test_config_errors_name_the_keys():
         _segmenter(taps=["x"])
     with pytest.raises(ValueError, match="segmenter.net.vit_blocks: block 9"):
         _segmenter(vit_blocks=[9])
+    fixed_size = {**CLS_CFG, "dynamic_img_size": False}
+    with pytest.raises(ValueError, match="classifier.dynamic_img_size false"):
+        build_segmenter({**NET, "num_classes": 3, "classifier_config": fixed_size})
     with pytest.raises(ValueError, match="model_config is missing"):
         build_segmenter({**NET, "num_classes": 3})
     # the classifier's config comes from its file, never from segmenter.net
