@@ -52,7 +52,7 @@ class ViTLevels(nn.Module):
         error), so the classifier is left without hooks."""
         tapped: dict[str, torch.Tensor] = {}
         handles = [
-            module.register_forward_hook(self._keeper(tap, tapped, self.section, self.error))
+            module.register_forward_hook(self._keeper(tap, tapped))
             for tap, module in zip(self.taps, self._tap_modules, strict=True)
         ]
         try:
@@ -61,11 +61,12 @@ class ViTLevels(nn.Module):
             for handle in handles:
                 handle.remove()
 
-    @staticmethod
-    def _keeper(name: str, tapped: dict[str, torch.Tensor], section: str, error: type):
+    def _keeper(self, name: str, tapped: dict[str, torch.Tensor]):
         def hook(_module, _inputs, output):
             if not isinstance(output, torch.Tensor) or output.ndim != 4:
-                raise error(f"{section}.taps: module '{name}' does not output a [B, C, h, w] map")
+                raise self.error(
+                    f"{self.section}.taps: module '{name}' does not output a [B, C, h, w] map"
+                )
             tapped[name] = output
 
         return hook

@@ -90,6 +90,15 @@ class SegmenterConfig:
                 "config keys segmenter.net.vit_blocks and segmenter.net.taps are both empty; "
                 "the classifier backbone needs at least one level (e.g. vit_blocks: [-1])"
             )
+        if (
+            self.backbone == CLASSIFIER
+            and self.classifier_config
+            and self.classifier_config.get("dynamic_img_size") is False
+        ):
+            raise ValueError(
+                "segmenter.net.backbone classifier segments images of any size, but the classifier "
+                "was trained with classifier.dynamic_img_size false; set it to true and rerun"
+            )
         if not (self.pretrained in (False, True, "hub") or isinstance(self.pretrained, str)):
             raise ValueError(
                 "config key segmenter.net.pretrained must be false, 'hub' or a path to a "
@@ -306,11 +315,6 @@ def build_segmenter(
         from wsss_core.classifier.model import build_classifier
 
         classifier = build_classifier({**cfg.classifier_config, "pretrained": False})
-    if cfg.classifier_config and cfg.classifier_config.get("dynamic_img_size") is False:
-        raise ValueError(
-            "segmenter.net.backbone classifier segments images of any size, but the classifier "
-            "was trained with classifier.dynamic_img_size false; set it to true and rerun"
-        )
     return ClassifierSegmenter(cfg, classifier)
 
 
