@@ -5,6 +5,11 @@ a few dozen synthetic 64-px images, about a minute on 2 cores) in a copy of the 
 pytest's temporary folder. tests/workflow/test_e2e.py checks its outputs, test_reruns.py
 reruns parts of it, test_slurm.py compares a run through SLURM with it.
 Only the tests that ask for it pay for it (they are marked ``slow``).
+
+The suite runs on two pytest-xdist workers, a test file's tests on one worker (``-n 2 --dist
+loadfile`` in pyproject.toml), so a module fixture is built once; ``tiny_run`` is built once on
+each worker that runs one of its files. (``--dist loadgroup`` would keep those files together,
+but pytest-xdist 3.8 cannot set its group names under pytest 9: every test is scheduled alone.)
 """
 
 from __future__ import annotations
