@@ -30,6 +30,7 @@ def check_run(config: Config, results_dir: str | Path) -> None:
     check_coco_splits(config)
     check_data_folder(config)
     check_patch_sizes(config)
+    check_stem_loss(config)
     check_stage_methods(config)
     check_results_writable(results_dir)
 
@@ -182,6 +183,22 @@ def check_patch_sizes(config: Config) -> None:
             check_patch_multiple(cls, size, key)
     except ClassifierConfigError as err:
         raise ValueError(str(err)) from None
+
+
+def check_stem_loss(config: Config) -> None:
+    """classifier.stem_loss supervises a convolutional stem: only hybrids have one."""
+    cls = config["classifier"]
+    if not cls.get("stem_loss") or cls["backbone"] == "hybrid_tiny":
+        return
+    try:
+        from wsss_core.classifier.model import is_hybrid_backbone
+    except ImportError:
+        return  # Snakemake's own environment has no torch (--use-conda): the rule checks
+    if not is_hybrid_backbone(cls["backbone"]):
+        raise ValueError(
+            f"config key classifier.stem_loss: {cls['backbone']} is a plain ViT without a "
+            "convolutional stem to supervise; set classifier.stem_loss to 0"
+        )
 
 
 def check_stage_methods(config: Config) -> None:

@@ -129,6 +129,21 @@ def test_patch_grid(voc):
         preflight.check_patch_sizes(config)
 
 
+def test_stem_loss_needs_a_hybrid(voc, tiny):
+    config = copy.deepcopy(voc)  # vit_base_patch16_224
+    config["classifier"]["stem_loss"] = 1.0
+    with pytest.raises(ValueError, match=r"^config key classifier\.stem_loss: vit_base_patch16"):
+        preflight.check_stem_loss(config)
+    config["classifier"]["stem_loss"] = 0.0
+    preflight.check_stem_loss(config)
+    config = copy.deepcopy(voc)
+    config["classifier"].update(backbone="vit_base_r50_s16_384", stem_loss=1.0)
+    preflight.check_stem_loss(config)  # timm's R50 hybrid has a stem
+    config = copy.deepcopy(tiny)
+    config["classifier"]["stem_loss"] = 1.0
+    preflight.check_stem_loss(config)
+
+
 def test_stage_methods(tiny):
     config = copy.deepcopy(tiny)
     config["seeds"]["methods"] = [*config["cams"]["methods"], "not_extracted"]

@@ -12,7 +12,8 @@ stopped and ends with the same weights as an uninterrupted run.
 Config keys read here (the ``classifier`` section; defaults in the config schema):
 ``optimizer``, ``lr``, ``head_lr_mult``, ``weight_decay``, ``momentum``,
 ``batch_size``, ``epochs``, ``warmup_epochs``, ``min_lr_factor``, ``grad_clip``,
-``num_workers``.
+``num_workers``, ``stem_loss`` (a hybrid's stem also learns through an auxiliary head on its
+pooled features, ``wsss_core.classifier.supervision``).
 """
 
 from __future__ import annotations
@@ -30,13 +31,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from wsss_core.classifier.metrics import f1_at, per_class_average_precision
 from wsss_core.classifier.model import ClassifierConfigError, save_classifier
+from wsss_core.classifier.supervision import multilabel_loss, trainee, training_loss
 from wsss_core.config import schema_field
 from wsss_core.io import write_table, write_text
 from wsss_core.train.digest import InputFiles, dataset_files
@@ -63,6 +64,7 @@ class TrainConfig:
     warmup_epochs: float = schema_field("classifier.warmup_epochs")
     min_lr_factor: float = schema_field("classifier.min_lr_factor")
     grad_clip: float | None = schema_field("classifier.grad_clip")
+    stem_loss: float = schema_field("classifier.stem_loss")
     num_workers: int = schema_field("classifier.num_workers")
 
     @classmethod
@@ -92,7 +94,7 @@ class TrainConfig:
         for key in ("lr", "head_lr_mult"):
             if not is_number(getattr(self, key)) or getattr(self, key) <= 0:
                 raise bad(key, "a positive number")
-        for key in ("weight_decay", "momentum", "warmup_epochs", "min_lr_factor"):
+        for key in ("weight_decay", "momentum", "warmup_epochs", "min_lr_factor", "stem_loss"):
             if not is_number(getattr(self, key)) or getattr(self, key) < 0:
                 raise bad(key, "a non-negative number")
         if self.min_lr_factor > 1:
@@ -107,13 +109,15 @@ class TrainConfig:
 
 def parameter_groups(model: nn.Module, weight_decay: float, head_lr_mult: float) -> list[dict]:
     """Backbone and head groups, each split into decayed weights and undecayed
-    biases/norms/embeddings; every group carries its ``lr_mult``."""
+    biases/norms/embeddings; every group carries its ``lr_mult``. Heads are the parameters
+    named ``head.*`` (a wrapper such as ``StemSupervised`` names its own ``head_prefixes``)."""
     no_decay_names = set(getattr(model, "no_weight_decay", lambda: set())())
+    head_prefixes = tuple(getattr(model, "head_prefixes", ("head.",)))
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        is_head = name.startswith("head.")
+        is_head = name.startswith(head_prefixes)
         decays = param.ndim > 1 and name not in no_decay_names
         groups.setdefault((is_head, decays), []).append(param)
     return [
@@ -158,11 +162,6 @@ def _batch(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor
     return images.to(device, non_blocking=True), targets.to(device, non_blocking=True).float()
 
 
-def multilabel_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy with logits, mean over images and classes."""
-    return F.binary_cross_entropy_with_logits(logits, targets)
-
-
 def train_one_epoch(
     model: nn.Module,
     loader: DataLoader,
@@ -174,7 +173,8 @@ def train_one_epoch(
     warmup_steps: int,
     desc: str,
 ) -> tuple[float, float]:
-    """One pass over ``loader``; returns (mean training loss per image, last backbone lr)."""
+    """One pass over ``loader`` training ``model`` (the classifier, or its ``trainee``
+    wrapper); returns (mean training loss per image, last backbone lr)."""
     model.train()
     loss_sum, seen, lr = 0.0, 0, tc.lr
     step = first_step
@@ -183,7 +183,7 @@ def train_one_epoch(
         images, targets = _batch(batch, device)
         factor = warmup_cosine(step, total_steps, warmup_steps, tc.min_lr_factor)
         lr = set_learning_rate(optimizer, tc.lr, factor)
-        loss = multilabel_loss(model(images), targets)
+        loss = training_loss(model, images, targets)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss became {loss.item()} at step {step}; lower classifier.lr "
@@ -347,7 +347,8 @@ def train(
     out_dir = Path(out_dir)
     class_names = _checked_class_names(model, train_ds, val_ds, class_names)
     model.to(device)
-    optimizer = build_optimizer(model, tc)
+    learner = trainee(model, tc.stem_loss).to(device)
+    optimizer = build_optimizer(learner, tc)
     fingerprint = Fingerprint.of(cfg, seed, inputs or {})
     steps_per_epoch = len(_loader(train_ds, tc, True, seed, 0, device))
     warmup_steps = round(tc.warmup_epochs * steps_per_epoch)
@@ -358,7 +359,7 @@ def train(
 
     def run_epoch(epoch: int) -> dict[str, float]:
         train_loss, lr = train_one_epoch(
-            model, _loader(train_ds, tc, True, seed, epoch, device), optimizer, tc, device,
+            learner, _loader(train_ds, tc, True, seed, epoch, device), optimizer, tc, device,
             first_step=epoch * steps_per_epoch, total_steps=tc.epochs * steps_per_epoch,
             warmup_steps=warmup_steps, desc=f"epoch {epoch + 1}/{tc.epochs}",
         )  # fmt: skip
@@ -366,7 +367,7 @@ def train(
         return {"train_loss": train_loss, "lr": lr, "val_loss": ev.loss,
                 "val_mAP": ev.mean_ap, "val_F1": ev.macro_f1}  # fmt: skip
 
-    train_epochs(model, optimizer, fingerprint, tc.epochs, run_epoch, out_dir, HISTORY_COLUMNS,
+    train_epochs(learner, optimizer, fingerprint, tc.epochs, run_epoch, out_dir, HISTORY_COLUMNS,
                  on_epoch_end, log)  # fmt: skip
     # resumed after the last epoch: only the outputs are missing
     final = evaluations[-1] if evaluations else validate()

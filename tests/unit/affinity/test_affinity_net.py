@@ -58,12 +58,12 @@ def dataset(tmp_path_factory) -> Path:
 
 def test_vit_net_shapes_affinities_and_frozen_backbone():
     model, info = tiny_classifier()
-    cfg = AffinityNetConfig(vit_blocks=(-1, 1), taps=(STEM_TAP,), level_dim=8, feature_dim=16,
+    cfg = AffinityNetConfig(vit_blocks=(-1, 0), taps=(STEM_TAP,), level_dim=8, feature_dim=16,
                             output_stride=4)  # fmt: skip
     net, net_info = build_affinity_net(cfg, model, info)
     assert net_info["input_size"] == 32 and net_info["mean"] == [0.5, 0.5, 0.5]
-    # levels: the stem tap (64 channels, 8x8) then blocks 1 and 3 (192 channels, 4x4)
-    assert [c.in_channels for c in net.project] == [64, 192, 192]
+    # levels: the stem tap (64 channels, 8x8) then blocks 1 and 0 (128 channels, 4x4)
+    assert [c.in_channels for c in net.project] == [64, 128, 128]
     images = torch.randn(2, 3, 32, 32)
     feats = net(images)
     assert feats.shape == (2, 16, 8, 8)

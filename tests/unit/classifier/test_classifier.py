@@ -60,8 +60,8 @@ def test_hybrid_tiny_is_a_stock_vit_with_hybrid_embed():
     assert isinstance(model.patch_embed, HybridEmbed)
     assert isinstance(model.patch_embed.backbone, ConvStem)
     assert model.patch_embed.grid_size == (12, 12)
-    assert len(model.blocks) == 4 and model.embed_dim == 192
-    assert model.blocks[0].attn.num_heads == 3
+    assert len(model.blocks) == 2 and model.embed_dim == 128
+    assert model.blocks[0].attn.num_heads == 2
     assert model.global_pool == "token" and model.num_prefix_tokens == 1
     assert model.head.out_features == 5
     # Dynamic image size: the position embedding is interpolated to other grids.
@@ -138,7 +138,7 @@ def test_hybrid_pretrained_file_round_trip(tmp_path):
         model.state_dict()["patch_embed.backbone.stages.2.0.1.running_var"],
         source.state_dict()["patch_embed.backbone.stages.2.0.1.running_var"],
     )
-    assert model.head.weight.shape == (5, 192)
+    assert model.head.weight.shape == (5, 128)
 
 
 def test_weights_of_another_backbone_are_refused(tmp_path):

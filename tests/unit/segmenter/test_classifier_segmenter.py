@@ -50,8 +50,8 @@ def test_levels_are_the_classifiers_and_inputs_pad_to_the_token_stride():
     ).eval()
     assert model.backbone.vit is vit  # the fine-tuned weights themselves, not a copy
     assert model.stride == 8  # hybrid_tiny: 32 px -> 4 x 4 tokens
-    # the stem tap (64 channels) then the last block's tokens (192 channels)
-    assert [p[0].in_channels for p in model.project] == [64, 192]
+    # the stem tap (64 channels) then the last block's tokens (128 channels)
+    assert [p[0].in_channels for p in model.project] == [64, 128]
     x = torch.randn(2, 3, 33, 47)
     with torch.no_grad():
         out = model(x)
