@@ -22,7 +22,7 @@ rule train_affinity:
         bench_path("train_affinity", "{method}")
     conda:
         CONDA_ENV
-    threads: RESOURCES["threads"]
+    threads: rule_threads("train_affinity")
     resources:
         **gpu_resources("train_affinity"),
     shell:

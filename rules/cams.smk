@@ -18,7 +18,7 @@ rule extract_cams:
         bench_path("extract_cams", "{method}/{scatteritem}")
     conda:
         CONDA_ENV
-    threads: RESOURCES["threads"]
+    threads: rule_threads("extract_cams")
     resources:
         **gpu_resources("extract_cams"),
     shell:

@@ -22,7 +22,7 @@ rule finetune_classifier:
         bench_path("finetune_classifier")
     conda:
         CONDA_ENV
-    threads: RESOURCES["threads"]
+    threads: rule_threads("finetune_classifier")
     resources:
         **gpu_resources("finetune_classifier"),
     shell:

@@ -142,6 +142,14 @@ def gpu_resources(rule: str) -> dict:
     return res
 
 
+def rule_threads(rule: str) -> int:
+    """Threads of a rule that trains or runs networks: config.resources.rules.<rule>.threads,
+    else resources.threads (on a few cores, two one-thread jobs side by side can beat one
+    two-thread job: README, The demo)."""
+    threads = RESOURCES["rules"].get(rule, {}).get("threads")
+    return RESOURCES["threads"] if threads is None else threads
+
+
 def final_targets() -> list[str]:
     """What a run makes: the tables (CSV, and HTML for the report), the figures."""
     targets = [

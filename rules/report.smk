@@ -126,7 +126,7 @@ rule figure_samples:
         bench_path("figure_samples")
     conda:
         CONDA_ENV
-    threads: RESOURCES["threads"]
+    threads: rule_threads("figure_samples")
     resources:
         **gpu_resources("figure_samples"),
     shell:

@@ -23,7 +23,7 @@ rule train_segmenter:
         bench_path("train_segmenter", "{method}")
     conda:
         CONDA_ENV
-    threads: RESOURCES["threads"]
+    threads: rule_threads("train_segmenter")
     resources:
         **gpu_resources("train_segmenter"),
     shell:
@@ -51,7 +51,7 @@ rule predict_segmenter:
         bench_path("predict_segmenter", "{method}")
     conda:
         CONDA_ENV
-    threads: RESOURCES["threads"]
+    threads: rule_threads("predict_segmenter")
     resources:
         **gpu_resources("predict_segmenter"),
     shell:
@@ -108,7 +108,7 @@ rule export_voc_test:
         bench_path("export_voc_test")
     conda:
         CONDA_ENV
-    threads: RESOURCES["threads"]
+    threads: rule_threads("export_voc_test")
     resources:
         **gpu_resources("export_voc_test"),
     shell:

@@ -21,7 +21,7 @@ rule random_walk:
         bench_path("random_walk", "{method}/{scatteritem}")
     conda:
         CONDA_ENV
-    threads: RESOURCES["threads"]
+    threads: rule_threads("random_walk")
     resources:
         **gpu_resources("random_walk"),
     shell:
@@ -98,7 +98,7 @@ rule walk_ceiling:
         bench_path("walk_ceiling", "{method}")
     conda:
         CONDA_ENV
-    threads: RESOURCES["threads"]
+    threads: rule_threads("walk_ceiling")
     resources:
         **gpu_resources("walk_ceiling"),
     shell:
