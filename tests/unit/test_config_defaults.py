@@ -164,8 +164,8 @@ def test_snakemake_validate_fills_in_a_missing_key(tmp_path):
     assert config["walk"]["crf"] == CRFParams().to_dict()  # the section itself was missing
     assert config["walk"]["beta"] == WalkParams().beta
     assert config["segmenter"]["inference"]["crf"] == CRFParams().to_dict()
-    assert config["resources"]["rules"] == {"crf_seeds": {"gpu": False, "mem_mb": 8000,
-                                                          "runtime": None}}  # fmt: skip
+    filled_rule = {"gpu": False, "mem_mb": 8000, "runtime": None, "threads": None}
+    assert config["resources"]["rules"] == {"crf_seeds": filled_rule}
     assert config["run"] == "demo"
     for section in ("classifier", "affinity.net", "segmenter.net", "walk", "seeds"):
         node_given, node_filled = given, config

@@ -331,7 +331,8 @@ def test_tiny_workflow_through_slurm_equals_the_local_run(
 
     - the jobs of every rule but the local ones went through sbatch, one SLURM job each (job
       ids in Snakemake's log, in the plugin's per-job logs and in SLURM's job-completion log,
-      all COMPLETED), with the threads, memory and time limit of the config's resources;
+      all COMPLETED), with the threads (extract_cams its own), memory and time limit of the
+      config's resources;
     - the local rules (``localrules:``: the cheap ones) ran in Snakemake's own process;
     - every result equals the local tiny run's exactly (conftest.py: relevance maps in one
       shard, seeds and random walk in two, which go one image at a time): the data, label
@@ -382,7 +383,9 @@ def test_tiny_workflow_through_slurm_equals_the_local_run(
     resources = config["resources"]
     for job_id, rule in rule_of.items():
         spec = resources["rules"].get(rule, {})
-        threads = resources["threads"] if rule in GPU_RULES | {"figure_samples"} else 1
+        threads = 1  # the rules that run networks take resources.threads or their own
+        if rule in GPU_RULES | {"figure_samples"}:
+            threads = spec.get("threads") or resources["threads"]
         tres = dict(kv.split("=") for kv in local_slurm.job_info(job_id)["TRES"].split(","))
         assert tres["cpu"] == str(threads), (rule, tres)
         assert tres["mem"] == f"{spec.get('mem_mb', resources['default_mem_mb'])}M", (rule, tres)
