@@ -49,6 +49,7 @@ bench: install
 	$(PY) bench/bench_random_walk.py
 	$(PY) bench/bench_relevance_gpu.py
 	$(PY) bench/bench_coco_convert.py
+	$(PY) bench/bench_classifier_step.py
 
 clean:
 	rm -rf results/$(RUN) .snakemake

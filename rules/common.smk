@@ -143,9 +143,9 @@ def gpu_resources(rule: str) -> dict:
 
 
 def rule_threads(rule: str) -> int:
-    """Threads of a rule that trains or runs networks: config.resources.rules.<rule>.threads,
+    """Threads of the jobs that train or run networks: config.resources.rules.<name>.threads,
     else resources.threads (on a few cores, two one-thread jobs side by side can beat one
-    two-thread job: README, The demo)."""
+    two-thread job; README, The demo)."""
     threads = RESOURCES["rules"].get(rule, {}).get("threads")
     return RESOURCES["threads"] if threads is None else threads
 

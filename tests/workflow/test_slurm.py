@@ -331,8 +331,8 @@ def test_tiny_workflow_through_slurm_equals_the_local_run(
 
     - the jobs of every rule but the local ones went through sbatch, one SLURM job each (job
       ids in Snakemake's log, in the plugin's per-job logs and in SLURM's job-completion log,
-      all COMPLETED), with the threads (extract_cams its own), memory and time limit of the
-      config's resources;
+      all COMPLETED), with the threads (extract_cams and the walks their own), memory and time
+      limit of the config's resources;
     - the local rules (``localrules:``: the cheap ones) ran in Snakemake's own process;
     - every result equals the local tiny run's exactly (conftest.py: relevance maps in one
       shard, seeds and random walk in two, which go one image at a time): the data, label
@@ -363,7 +363,8 @@ def test_tiny_workflow_through_slurm_equals_the_local_run(
     seconds = time.monotonic() - started
 
     # which jobs went through sbatch: all but the local rules, one SLURM job each
-    counts = expected_job_counts(run_config(workdir, configfile))
+    merged = run_config(workdir, configfile)  # config.yaml extended by the tiny config
+    counts = expected_job_counts(merged)
     local = local_rules(workdir / "rules") | {"all"}
     cluster_counts = {rule: n for rule, n in counts.items() if rule not in local}
     # CPU jobs: the seeds' CRF, the maps' scoring and the sample figure (it runs the segmenter)
@@ -380,7 +381,7 @@ def test_tiny_workflow_through_slurm_equals_the_local_run(
     assert {job_id: done[job_id]["JobState"] for job_id in rule_of} == dict.fromkeys(
         rule_of, "COMPLETED"
     )
-    resources = config["resources"]
+    resources = merged["resources"]
     for job_id, rule in rule_of.items():
         spec = resources["rules"].get(rule, {})
         threads = 1  # the rules that run networks take resources.threads or their own

@@ -3,6 +3,9 @@ optimiser groups of the wrapper, and a plain ViT refused with the key's name."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,6 +21,7 @@ from wsss_core.classifier.train import parameter_groups
 
 HYBRID = {"backbone": "hybrid_tiny", "num_classes": 3, "img_size": 32, "pretrained": False,
           "drop_path_rate": 0.0}  # fmt: skip
+BENCH = Path(__file__).resolve().parents[3] / "bench" / "bench_classifier_step.py"
 PLAIN = {"backbone": "vit_tiny_patch16_224", "num_classes": 3, "img_size": 32,
          "patch_size": 8, "pretrained": False, "drop_path_rate": 0.0}  # fmt: skip
 
@@ -92,3 +96,14 @@ def test_plain_vit_has_no_stem_to_supervise():
     model = build_classifier(PLAIN)
     with pytest.raises(StemSupervisionError, match="classifier.stem_loss"):
         trainee(model, 1.0)
+
+
+def test_step_bench_runs_and_reports_each_variant(capsys):
+    spec = importlib.util.spec_from_file_location("bench_classifier_step", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = ["--size", "32", "--batch", "2", "--threads", "1", "--warmup", "1", "--repeats", "1"]
+    assert bench.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("  ")[1].strip() for line in lines[1:]] == list(bench.VARIANTS)
+    assert all(float(line.split("s/step")[1].split("x")[0]) > 0 for line in lines[1:])
