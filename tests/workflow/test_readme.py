@@ -116,5 +116,5 @@ def test_the_key_table_is_generated_from_the_schema() -> None:
         "README.md's config key table is out of date: run python scripts/update_readme_keys.py"
     )
     table = update_readme_keys.key_table(REPO)
-    assert "| `segmenter.net.epochs` | `12` | `6` | training epochs |" in table
+    assert "| `segmenter.net.epochs` | `12` | `10` | training epochs |" in table
     assert "| `walk.crf.*` | as `seeds.crf` |" in table
