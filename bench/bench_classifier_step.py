@@ -1,10 +1,12 @@
 """Benchmark: one training step of the demo classifier, in one run.
 
-Times a step (forward, loss, backward, AdamW) of ``hybrid_tiny`` on random images, in three
+Times a step (forward, loss, backward, AdamW) of ``hybrid_tiny`` on random images, in four
 variants: the default memory format without the stem loss (the baseline), channels-last
-memory (what ``wsss_core.classifier.train`` uses) and channels-last with the stem's auxiliary
-loss (``classifier.stem_loss``). Each is the median of ``--repeats`` steps after warm-up steps,
-the variants interleaved so that a shared machine's load falls on all alike. Printed: seconds
+memory (what ``wsss_core.classifier.train`` uses), channels-last with the stem's auxiliary
+loss (``classifier.stem_loss``), and that in bfloat16 autocast (``classifier.precision``; fast
+only where the CPU has native bfloat16, ``wsss_core.runtime.native_bf16``). Each is the median
+of ``--repeats`` steps after warm-up steps, the variants interleaved so that a shared
+machine's load falls on all alike. Printed: seconds
 per step of each and the ratios against the baseline.
 
     .venv/bin/python bench/bench_classifier_step.py [--size 96] [--batch 32] [--threads 2]
@@ -20,15 +22,18 @@ import torch
 
 from wsss_core.classifier.model import build_classifier
 from wsss_core.classifier.supervision import trainee, training_loss
+from wsss_core.runtime import autocast, native_bf16
 
-VARIANTS = {  # name: (channels-last, stem_loss)
-    "default format": (False, 0.0),
-    "channels-last": (True, 0.0),
-    "channels-last + stem loss": (True, 1.0),
+CPU = torch.device("cpu")
+VARIANTS = {  # name: (channels-last, stem_loss, dtype)
+    "default format": (False, 0.0, torch.float32),
+    "channels-last": (True, 0.0, torch.float32),
+    "channels-last + stem loss": (True, 1.0, torch.float32),
+    "... + bf16 autocast": (True, 1.0, torch.bfloat16),
 }
 
 
-def make_step(size: int, batch: int, channels_last: bool, stem_loss: float):
+def make_step(size: int, batch: int, channels_last: bool, stem_loss: float, dtype: torch.dtype):
     """A closure running one training step; the same weights and inputs for every variant."""
     torch.manual_seed(0)
     model = build_classifier(
@@ -43,7 +48,8 @@ def make_step(size: int, batch: int, channels_last: bool, stem_loss: float):
 
     def step() -> float:
         start = time.perf_counter()
-        loss = training_loss(learner, images, targets)
+        with autocast(CPU, dtype):
+            loss = training_loss(learner, images, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -71,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             times[name].append(step())
     median = {name: statistics.median(t) for name, t in times.items()}
     base = median["default format"]
-    print(f"hybrid_tiny, {args.size} px, batch {args.batch}, {args.threads} threads")
+    print(f"hybrid_tiny, {args.size} px, batch {args.batch}, {args.threads} threads, "
+          f"native bfloat16: {native_bf16(CPU)}")  # fmt: skip
     for name, seconds in median.items():
         print(f"  {name:28s} {seconds:.4f} s/step  {base / seconds:.2f}x the default's speed")
     return 0

@@ -1,11 +1,13 @@
-"""Run-time choices shared by every stage: device, seeding, threads."""
+"""Run-time choices shared by every stage: device, precision, seeding, threads."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import random
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -69,6 +71,65 @@ def select_device(preference: str = "auto") -> torch.device:
             f"config key device: must be 'auto', 'cpu' or 'cuda[:N]', got '{preference}'"
         )
     return torch.device(preference)
+
+
+PRECISIONS = ("fp32", "bf16", "auto")
+# CPU flags of native bfloat16 arithmetic (AVX512-BF16: AMD Zen 4+, Intel Cooper Lake+;
+# AMX: Intel Sapphire Rapids+); without them oneDNN emulates bf16, slower than fp32
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them (empty where there is no cpuinfo)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+def native_bf16(device: torch.device, flags: frozenset[str] | None = None) -> bool:
+    """Whether ``device`` computes bfloat16 natively (so bf16 training runs faster)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        return bool(NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else flags))
+    return False
+
+
+def training_dtype(
+    precision: str, device: torch.device, key: str, flags: frozenset[str] | None = None
+) -> torch.dtype:
+    """The dtype a training step computes in for the config value ``precision`` (at ``key``):
+    ``fp32`` float32; ``bf16`` bfloat16 (an error where ``device`` lacks it natively);
+    ``auto`` bfloat16 where native, else float32."""
+    if precision not in PRECISIONS:
+        raise UserError(
+            f"config key {key}: must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+        )
+    if precision == "fp32":
+        return torch.float32
+    if native_bf16(device, flags):
+        return torch.bfloat16
+    if precision == "auto":
+        return torch.float32
+    raise UserError(
+        f"config key {key} is bf16 but device {device} has no native bfloat16 "
+        f"(CPU flags {' or '.join(sorted(NATIVE_BF16_FLAGS))}, or a CUDA GPU with bf16); "
+        "set it to auto or fp32"
+    )
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """Mixed precision in ``dtype`` for the forward pass and loss on ``device`` (a no-op for
+    float32): torch's autocast policy, which keeps the losses in float32."""
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        yield
 
 
 def seed_everything(seed: int) -> None:

@@ -1,4 +1,5 @@
-"""Run-time choices (wsss_core.runtime): GPU claims that spread side-by-side jobs over the GPUs."""
+"""Run-time choices (wsss_core.runtime): GPU claims that spread side-by-side jobs over the GPUs;
+the training precision."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
 from workflow_utils import REPO
 
-from wsss_core.runtime import claim_gpu
+from wsss_core.cli import UserError
+from wsss_core.runtime import autocast, claim_gpu, cpu_flags, training_dtype
 
 HOLDER = """
 import sys, time
@@ -48,3 +52,49 @@ def test_a_claim_is_held_by_the_process(tmp_path):
     assert claim_gpu(3, tmp_path) == 1  # this process: GPU 0 is held elsewhere
     release(holder)
     assert sorted(p.name for p in tmp_path.iterdir())[0].startswith("wsss-gpu-")
+
+
+CPU = torch.device("cpu")
+NATIVE, PLAIN = frozenset({"fpu", "avx512f", "avx512_bf16"}), frozenset({"fpu", "avx2"})
+
+
+def test_cpu_flags_read_the_flags_line(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: X\nflags\t\t: fpu avx2 amx_bf16\n\n")
+    assert cpu_flags(info) == {"fpu", "avx2", "amx_bf16"}
+    assert cpu_flags(tmp_path / "absent") == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("precision", "flags", "dtype"),
+    [
+        ("fp32", NATIVE, torch.float32),
+        ("bf16", NATIVE, torch.bfloat16),
+        ("auto", NATIVE, torch.bfloat16),
+        ("auto", PLAIN, torch.float32),
+        ("fp32", PLAIN, torch.float32),
+    ],
+)
+def test_training_dtype(precision, flags, dtype):
+    assert training_dtype(precision, CPU, "classifier.precision", flags) == dtype
+
+
+def test_bf16_without_native_support_names_the_key():
+    with pytest.raises(UserError, match="classifier.precision is bf16 .* auto or fp32"):
+        training_dtype("bf16", CPU, "classifier.precision", PLAIN)
+    with pytest.raises(UserError, match="config key classifier.precision: must be one of"):
+        training_dtype("fp16", CPU, "classifier.precision", NATIVE)
+
+
+def test_autocast_is_bf16_matmuls_with_fp32_losses_and_off_for_fp32():
+    torch.manual_seed(0)
+    layer, x = torch.nn.Linear(16, 4), torch.randn(8, 16)
+    targets = (torch.rand(8, 4) < 0.5).float()
+    exact = layer(x)
+    with autocast(CPU, torch.float32):
+        assert torch.equal(layer(x), exact)
+    with autocast(CPU, torch.bfloat16):
+        logits = layer(x)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
+    assert logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
+    assert torch.allclose(logits.float(), exact, atol=0.05)

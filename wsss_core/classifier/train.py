@@ -13,7 +13,8 @@ Config keys read here (the ``classifier`` section; defaults in the config schema
 ``optimizer``, ``lr``, ``head_lr_mult``, ``weight_decay``, ``momentum``,
 ``batch_size``, ``epochs``, ``warmup_epochs``, ``min_lr_factor``, ``grad_clip``,
 ``num_workers``, ``stem_loss`` (a hybrid's stem also learns through an auxiliary head on its
-pooled features, ``wsss_core.classifier.supervision``).
+pooled features, ``wsss_core.classifier.supervision``), ``precision`` (training steps in
+float32 or bfloat16 autocast, ``wsss_core.runtime.training_dtype``; validation in float32).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from wsss_core.classifier.model import ClassifierConfigError, save_classifier
 from wsss_core.classifier.supervision import multilabel_loss, trainee, training_loss
 from wsss_core.config import schema_field
 from wsss_core.io import write_table, write_text
+from wsss_core.runtime import PRECISIONS, autocast, training_dtype
 from wsss_core.train.digest import InputFiles, dataset_files
 from wsss_core.train.loop import Fingerprint, epoch_loader, train_epochs
 from wsss_core.train.schedules import warmup_cosine
@@ -65,6 +67,7 @@ class TrainConfig:
     min_lr_factor: float = schema_field("classifier.min_lr_factor")
     grad_clip: float | None = schema_field("classifier.grad_clip")
     stem_loss: float = schema_field("classifier.stem_loss")
+    precision: str = schema_field("classifier.precision")
     num_workers: int = schema_field("classifier.num_workers")
 
     @classmethod
@@ -83,6 +86,8 @@ class TrainConfig:
 
         if self.optimizer not in ("adamw", "sgd"):
             raise bad("optimizer", "'adamw' or 'sgd'")
+        if self.precision not in PRECISIONS:
+            raise bad("precision", " or ".join(repr(p) for p in PRECISIONS))
         for key in ("batch_size", "epochs"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -173,9 +178,11 @@ def train_one_epoch(
     total_steps: int,
     warmup_steps: int,
     desc: str,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[float, float]:
     """One pass over ``loader`` training ``model`` (the classifier, or its ``trainee``
-    wrapper); returns (mean training loss per image, last backbone lr)."""
+    wrapper), forward and loss autocast to ``dtype``; returns (mean training loss per
+    image, last backbone lr)."""
     model.train()
     loss_sum, seen, lr = 0.0, 0, tc.lr
     step = first_step
@@ -184,7 +191,8 @@ def train_one_epoch(
         images, targets = _batch(batch, device)
         factor = warmup_cosine(step, total_steps, warmup_steps, tc.min_lr_factor)
         lr = set_learning_rate(optimizer, tc.lr, factor)
-        loss = training_loss(model, images, targets)
+        with autocast(device, dtype):
+            loss = training_loss(model, images, targets)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss became {loss.item()} at step {step}; lower classifier.lr "
@@ -351,6 +359,8 @@ def train(
     # moving the trainee moves the classifier it wraps (in place)
     learner = trainee(model, tc.stem_loss).to(device, memory_format=torch.channels_last)
     optimizer = build_optimizer(learner, tc)
+    dtype = training_dtype(tc.precision, device, "classifier.precision")
+    log.info("training steps in %s", str(dtype).removeprefix("torch."))
     fingerprint = Fingerprint.of(cfg, seed, inputs or {})
     steps_per_epoch = len(_loader(train_ds, tc, True, seed, 0, device))
     warmup_steps = round(tc.warmup_epochs * steps_per_epoch)
@@ -363,7 +373,7 @@ def train(
         train_loss, lr = train_one_epoch(
             learner, _loader(train_ds, tc, True, seed, epoch, device), optimizer, tc, device,
             first_step=epoch * steps_per_epoch, total_steps=tc.epochs * steps_per_epoch,
-            warmup_steps=warmup_steps, desc=f"epoch {epoch + 1}/{tc.epochs}",
+            warmup_steps=warmup_steps, desc=f"epoch {epoch + 1}/{tc.epochs}", dtype=dtype,
         )  # fmt: skip
         evaluations.append(ev := validate())
         return {"train_loss": train_loss, "lr": lr, "val_loss": ev.loss,

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from wsss_core.classifier.model import ClassifierConfigError, build_classifier, load_classifier
+from wsss_core.classifier.supervision import trainee
 from wsss_core.classifier.train import (
     HISTORY_COLUMNS,
     TrainConfig,
@@ -19,6 +20,7 @@ from wsss_core.classifier.train import (
     parameter_groups,
     set_learning_rate,
     train,
+    train_one_epoch,
 )
 from wsss_core.train.schedules import warmup_cosine
 
@@ -169,6 +171,45 @@ def test_learns_and_writes_consistent_outputs(tmp_path):
     assert history["lr"].iloc[-1] == pytest.approx(cfg["lr"] * warmup_cosine(steps - 1, steps, 6))
 
 
+def _flat(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def _one_epoch_in(dtype: torch.dtype) -> tuple[float, torch.Tensor, torch.optim.Optimizer]:
+    """(mean loss, weight change, optimiser) of one epoch from the same weights and batches."""
+    torch.manual_seed(3)
+    learner = trainee(build_classifier(CFG), 1.0)
+    start = _flat(learner)
+    tc = TrainConfig.from_dict({**CFG, "grad_clip": None})
+    loader = torch.utils.data.DataLoader(ColourBlobs(24, 4), batch_size=8)
+    optimizer = build_optimizer(learner, tc)
+    loss, _ = train_one_epoch(learner, loader, optimizer, tc, torch.device("cpu"), 0, 3, 1,
+                              "test", dtype=dtype)  # fmt: skip
+    assert all(p.dtype == torch.float32 for p in learner.parameters())
+    return loss, _flat(learner) - start, optimizer
+
+
+def test_bf16_steps_follow_the_fp32_steps():
+    """bf16 autocast changes the arithmetic, not the training: the same batches give nearly
+    the same loss and weight change, and the weights and the optimiser state stay float32."""
+    loss32, change32, _ = _one_epoch_in(torch.float32)
+    loss16, change16, optimizer = _one_epoch_in(torch.bfloat16)
+    assert loss16 == pytest.approx(loss32, rel=0.02)
+    assert loss16 != loss32  # the steps did run in bfloat16
+    assert all(s["exp_avg"].dtype == torch.float32 for s in optimizer.state.values())
+    assert torch.nn.functional.cosine_similarity(change32, change16, dim=0) > 0.95  # 0.978
+
+
+def test_learns_in_bf16(tmp_path, monkeypatch):
+    """precision bf16 trains the recipe of the learning test as well (a CPU made to report
+    native bfloat16, so that the test runs on any machine)."""
+    monkeypatch.setattr("wsss_core.runtime.cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    cfg = {**CFG, "epochs": 4, "drop_path_rate": 0.0, "grad_clip": None, "stem_loss": 1.0,
+           "precision": "bf16"}  # fmt: skip
+    metrics = train(_fresh_model(1), ColourBlobs(48, 2), ColourBlobs(24, 3), cfg, tmp_path, "cpu")
+    assert metrics["mAP"] >= 0.9
+
+
 def test_finished_run_rerun_only_rewrites_outputs(tmp_path):
     cfg = {**CFG, "epochs": 1}
     train_ds, val_ds = ColourBlobs(8, 4), ColourBlobs(4, 5)
@@ -264,6 +305,7 @@ def test_sgd_training_runs(tmp_path):
         ({"grad_clip": 0}, "grad_clip"),
         ({"min_lr_factor": 2.0}, "min_lr_factor"),
         ({"stem_loss": -0.5}, "stem_loss"),
+        ({"precision": "fp16"}, "precision"),
     ],
 )
 def test_bad_training_config_names_the_key(change, key):
