@@ -6,8 +6,8 @@ memory (what ``wsss_core.classifier.train`` uses), channels-last with the stem's
 loss (``classifier.stem_loss``), and that in bfloat16 autocast (``classifier.precision``; fast
 only where the CPU has native bfloat16, ``wsss_core.runtime.native_bf16``). Each is the median
 of ``--repeats`` steps after warm-up steps, the variants interleaved so that a shared
-machine's load falls on all alike. Printed: seconds
-per step of each and the ratios against the baseline.
+machine's load falls on all alike. Printed: seconds per step of each and the ratios against
+the baseline.
 
     .venv/bin/python bench/bench_classifier_step.py [--size 96] [--batch 32] [--threads 2]
 """
