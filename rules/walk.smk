@@ -13,7 +13,7 @@ rule random_walk:
         crf=temp(directory(f"{RES}/walk/shards/{{method}}/rw_crf/{{scatteritem}}")),
     params:
         shards=shard_args,
-        cfg=section("walk", "alpha", "beta", "logt", "radius", "crf"),
+        cfg=section("walk", "alpha", "beta", "logt", "radius", "normalise", "crf"),
         device=untracked(config["device"]),
     log:
         log_path("random_walk", "{method}/{scatteritem}"),
@@ -90,7 +90,7 @@ rule walk_ceiling:
         md=f"{TABLES}/walk_ceiling_{{method}}.md",
     params:
         split=TRAIN_SPLIT,
-        cfg=section("walk", "ceiling_every", "alpha", "beta", "logt", "radius"),
+        cfg=section("walk", "ceiling_every", "alpha", "beta", "logt", "radius", "normalise"),
         device=untracked(config["device"]),
     log:
         log_path("walk_ceiling", "{method}"),

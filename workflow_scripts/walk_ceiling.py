@@ -18,12 +18,8 @@ from wsss_core.cli import add_options, config_json, script_main
 from wsss_core.data.layout import read_class_names, read_split, split_has_masks
 from wsss_core.io import to_markdown, write_table
 from wsss_core.runtime import select_device, set_threads
-from wsss_core.walk.ceiling import (
-    WalkParams,
-    ceiling_table,
-    no_ground_truth_table,
-    walk_ceiling,
-)
+from wsss_core.walk.ceiling import ceiling_table, no_ground_truth_table, walk_ceiling
+from wsss_core.walk.walk import WalkParams
 
 log = logging.getLogger("walk_ceiling")
 
@@ -35,15 +31,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--split", required=True, help="split whose images are walked")
     parser.add_argument(
         "--config-json", required=True,
-        help="config keys walk.{ceiling_every, alpha, beta, logt, radius} as a JSON object",
+        help="config keys walk.{ceiling_every, alpha, beta, logt, radius, normalise} as a JSON object",
     )  # fmt: skip
     parser.add_argument("--out-csv", required=True)
     parser.add_argument("--out-md", required=True)
     args = parser.parse_args(argv)
-    keys = ("ceiling_every", "alpha", "beta", "logt", "radius")
+    keys = ("ceiling_every", "alpha", "beta", "logt", "radius", "normalise")
     cfg = config_json(args.config_json, "walk", keys)
-    args.every, args.logt, args.radius = (int(cfg[k]) for k in ("ceiling_every", "logt", "radius"))
-    args.alpha, args.beta = float(cfg["alpha"]), float(cfg["beta"])
+    args.every = int(cfg["ceiling_every"])
+    try:
+        args.walk = WalkParams.from_config(cfg)
+    except ValueError as err:
+        parser.error(str(err))
     if args.every < 1:
         parser.error(f"walk.ceiling_every must be a positive integer, got {args.every}")
     return args
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     set_threads(args.threads)
     device = select_device(args.device)
-    walk = WalkParams(alpha=args.alpha, beta=args.beta, logt=args.logt, radius=args.radius)
+    walk = args.walk
     names = read_class_names(args.data_root)
     ids = read_split(args.data_root, args.split)[:: args.every]
     if not split_has_masks(args.data_root, args.split):

@@ -3,8 +3,8 @@
 For each image of this shard (the store's ids, every n-th from the shard index): AffinityNet
 features of the image (resized like the classifier's input), the relevance maps of its
 classes at image size with the background (1 - max)^alpha added, pooled to the feature
-grid, walked 2^logt steps with T = D^-1 A^beta, upsampled to the image, argmax over the
-background and the image's classes -> ``<out-dir>/<id>.png``. With ``--crf-out-dir`` (and
+grid, walked 2^logt steps with T = D^-1 A^beta, upsampled to the image, each channel divided
+by its peak (walk.normalise), argmax over the background and the image's classes -> ``<out-dir>/<id>.png``. With ``--crf-out-dir`` (and
 walk.crf in ``--config-json``), the walked scores (normalised per pixel) are also refined by
 a dense CRF -> ``<crf-out-dir>/<id>.png``. Every mask is a palette PNG written atomically.
 """
@@ -27,7 +27,7 @@ from wsss_core.data.palette import save_mask
 from wsss_core.runtime import select_device, set_threads
 from wsss_core.seeds.crf import CRFParams, dense_crf, parse_crf_json
 from wsss_core.shards import shard_ids
-from wsss_core.walk.walk import scores_to_mask, walk_maps
+from wsss_core.walk.walk import WalkParams, scores_to_mask, walk_maps
 
 log = logging.getLogger("random_walk")
 
@@ -38,20 +38,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--affinity", required=True, help="trained AffinityNet affinity.pt")
     parser.add_argument(
         "--config-json", required=True,
-        help="config keys walk.{alpha, beta, logt, radius, crf} as a JSON object",
+        help="config keys walk.{alpha, beta, logt, radius, normalise, crf} as a JSON object",
     )  # fmt: skip
     parser.add_argument("--out-dir", required=True, help="folder for <id>.png walk masks")
     parser.add_argument("--crf-out-dir", default=None, help="folder for <id>.png CRF masks")
     args = parser.parse_args(argv)
-    cfg = config_json(args.config_json, "walk", ("alpha", "beta", "logt", "radius"))
-    args.alpha, args.beta = float(cfg["alpha"]), float(cfg["beta"])
-    args.logt, args.radius = int(cfg["logt"]), int(cfg["radius"])
+    cfg = config_json(args.config_json, "walk", ("alpha", "beta", "logt", "radius", "normalise"))
+    try:
+        args.walk = WalkParams.from_config(cfg)
+    except ValueError as err:
+        parser.error(str(err))
     # the CRF masks need walk.crf; json.dumps again: run() parses it like the other CRFs
     args.crf_json = json.dumps(cfg["crf"]) if args.crf_out_dir is not None else None
     if args.crf_out_dir is not None and "crf" not in cfg:
         parser.error("--crf-out-dir needs walk.crf in --config-json")
-    if args.logt < 0 or args.radius < 1 or args.beta <= 0 or args.alpha <= 0:
-        parser.error("need alpha > 0, beta > 0, logt >= 0 and radius >= 1")
     return args
 
 
@@ -78,18 +78,17 @@ def run(args: argparse.Namespace) -> int:
     with CamReader(args.store) as reader:
         ids = shard_ids(reader.ids(), args.shard, args.num_shards)
         log.info(
-            "shard %d/%d: %d images; alpha %g, beta %g, logt %d, radius %d; CRF %s; device %s",
-            args.shard, args.num_shards, len(ids), args.alpha, args.beta, args.logt,
-            args.radius, params, device,
+            "shard %d/%d: %d images; %s; CRF %s; device %s",
+            args.shard, args.num_shards, len(ids), args.walk, params, device,
         )  # fmt: skip
         for image_id in tqdm(ids, desc="random walk", mininterval=10.0):
             maps, classes, image = reader.with_image(image_id, args.data_root)
             features = image_features(net, image, info, device)
             with torch.no_grad():
                 scores = walk_maps(
-                    torch.from_numpy(maps).to(device), features, args.alpha,
-                    radius=args.radius, beta=args.beta, logt=args.logt,
-                )  # fmt: skip
+                    torch.from_numpy(maps).to(device), features, args.walk.alpha,
+                    **args.walk.options(),
+                )
             save_mask(out_dir / f"{image_id}.png", scores_to_mask(scores, classes).cpu().numpy())
             if crf_dir is not None:
                 save_mask(crf_dir / f"{image_id}.png", crf_mask(image, scores, classes, params))

@@ -103,7 +103,7 @@ def test_crf_scripts_name_their_config_section(
     assert code == 2
     assert "must be a JSON object (config section seeds.crf)" in capsys.readouterr().err
     walk = load_script("walk_masks")
-    cfg = '{"alpha": 4, "beta": 8, "logt": 8, "radius": 5, "crf": [1, 2]}'
+    cfg = '{"alpha": 4, "beta": 8, "logt": 8, "radius": 5, "normalise": true, "crf": [1, 2]}'
     args = walk.parse_args(
         ["--store", "x.h5", "--affinity", "a.pt", "--data-root", "d", "--config-json", cfg]
         + ["--device", "cpu", "--out-dir", out, "--crf-out-dir", out]

@@ -27,7 +27,7 @@ from wsss_core.config import (
 from wsss_core.seeds.crf import CRFParams
 from wsss_core.segmenter.model import SegmenterConfig
 from wsss_core.segmenter.train import TrainConfig as SegmenterTrainConfig
-from wsss_core.walk.ceiling import WalkParams
+from wsss_core.walk.walk import WalkParams
 
 # each config dataclass, the section its fields are keys of, and its fields that are no keys
 DATACLASSES = [

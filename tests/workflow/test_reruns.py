@@ -163,6 +163,7 @@ PARAM_CHANGES = [
     ("affinity.net.epochs", 2, {"train_affinity"}),
     # beta 8 -> 4 with alpha 8 and logt 4: the set of param values {4, 8} stays the same
     ("walk.beta", 4, {"random_walk", "walk_ceiling"}),
+    ("walk.normalise", False, {"random_walk", "walk_ceiling"}),
     ("walk.crf.iterations", 5, {"random_walk"}),
     ("walk.ceiling_every", 2, {"walk_ceiling"}),
     ("segmenter.net.epochs", 2, {"train_segmenter"}),

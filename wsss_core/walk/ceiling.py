@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,24 +29,13 @@ from tqdm import tqdm
 
 from wsss_core.affinity.net import AffinityNet, image_features
 from wsss_core.cams.store import CamReader
-from wsss_core.config import schema_field
 from wsss_core.data.layout import load_gt_mask, load_image
 from wsss_core.evaluate.masks import NO_GROUND_TRUTH, full_class_names
 from wsss_core.evaluate.metrics import ConfusionMatrix
 from wsss_core.seeds.labels import alpha_labels
-from wsss_core.walk.walk import label_features, scores_to_mask, walk_maps
+from wsss_core.walk.walk import WalkParams, label_features, scores_to_mask, walk_maps
 
 STAGES = ("relevance map", "random walk", "random walk, ground-truth affinity")
-
-
-@dataclass(frozen=True)
-class WalkParams:
-    """The random walk's parameters (config section ``walk``; defaults: the config schema's)."""
-
-    alpha: float = schema_field("walk.alpha")
-    beta: float = schema_field("walk.beta")
-    logt: int = schema_field("walk.logt")
-    radius: int = schema_field("walk.radius")
 
 
 def ceiling_masks(
@@ -66,11 +54,10 @@ def ceiling_masks(
         raise ValueError(f"ground truth {gt.shape} and maps {maps.shape[1:]} differ in size")
     classes = list(classes)
     maps_t = torch.from_numpy(maps).to(features.device)
-    params = {"radius": walk.radius, "beta": walk.beta, "logt": walk.logt}
     truth = label_features(torch.from_numpy(gt), tuple(features.shape[1:])).to(features)
     with torch.no_grad():
-        walked = scores_to_mask(walk_maps(maps_t, features, walk.alpha, **params), classes)
-        ceiling = scores_to_mask(walk_maps(maps_t, truth, walk.alpha, **params), classes)
+        walked = scores_to_mask(walk_maps(maps_t, features, walk.alpha, **walk.options()), classes)
+        ceiling = scores_to_mask(walk_maps(maps_t, truth, walk.alpha, **walk.options()), classes)
     relevance = alpha_labels(maps, classes, walk.alpha)
     return dict(zip(STAGES, (relevance, walked.cpu().numpy(), ceiling.cpu().numpy()), strict=True))
 

@@ -3,7 +3,10 @@
 T = A^beta with each column divided by its sum (self-loops a_ii = 1 included), A holding the
 affinities a_ij = exp(-mean_d |f_i - f_j|) of AffinityNet features within a radius
 (``wsss_core.affinity.pairs``); maps <- maps x T applied 2^logt times. The background score
-(1 - max_c map_c)^alpha is walked with the classes and the argmax is the mask.
+(1 - max_c map_c)^alpha is walked with the classes and the argmax is the mask. With
+``normalise``, each walked channel is first divided by its peak, as the maps were before the
+walk: the walk averages every score with its neighbours', which lowers the peak of a small or
+thin object far more than that of the wide background, and the argmax then loses the object.
 
 The walk runs on the sparse neighbourhood (a CSR transition matrix with one row per cell and
 one entry per neighbour); ``random_walk_dense`` is the dense N x N formulation of PSA
@@ -15,6 +18,9 @@ what the walk can reach (``wsss_core.walk.ceiling``).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +32,7 @@ from wsss_core.affinity.pairs import (
     offset_affinities,
     offsets_inside,
 )
+from wsss_core.config import schema_field
 from wsss_core.data.palette import IGNORE_INDEX
 
 # Mean |f_i - f_j| between two cells of different labels in ``label_features``: exp(-200)
@@ -61,6 +68,41 @@ def add_background(maps: torch.Tensor, alpha: float) -> torch.Tensor:
         return torch.ones((1, *maps.shape[1:]), dtype=maps.dtype, device=maps.device)
     peak = maps.max(dim=0, keepdim=True).values.clamp(0.0, 1.0)
     return torch.cat([(1.0 - peak) ** alpha, maps], dim=0)
+
+
+@dataclass(frozen=True)
+class WalkParams:
+    """The random walk's parameters (config section ``walk``; defaults: the config schema's)."""
+
+    alpha: float = schema_field("walk.alpha")
+    beta: float = schema_field("walk.beta")
+    logt: int = schema_field("walk.logt")
+    radius: int = schema_field("walk.radius")
+    normalise: bool = schema_field("walk.normalise")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> WalkParams:
+        """The walk's keys of config section ``walk``; a bad value is a ValueError naming it."""
+        if not isinstance(cfg["normalise"], bool):
+            raise ValueError(f"walk.normalise must be true or false, got {cfg['normalise']!r}")
+        params = cls(
+            alpha=float(cfg["alpha"]), beta=float(cfg["beta"]), logt=int(cfg["logt"]),
+            radius=int(cfg["radius"]), normalise=cfg["normalise"],
+        )  # fmt: skip
+        for key, ok, need in (
+            ("alpha", params.alpha > 0, "a positive number"),
+            ("beta", params.beta > 0, "a positive number"),
+            ("logt", params.logt >= 0, "a non-negative integer"),
+            ("radius", params.radius >= 1, "a positive integer"),
+        ):
+            if not ok:
+                raise ValueError(f"walk.{key} must be {need}, got {cfg[key]!r}")
+        return params
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments of ``walk_maps`` after ``alpha``."""
+        return {"radius": self.radius, "beta": self.beta, "logt": self.logt,
+                "normalise": self.normalise}  # fmt: skip
 
 
 def _walk_dtype(*tensors: torch.Tensor) -> torch.dtype:
@@ -162,6 +204,13 @@ def random_walk_dense(
     return (maps.to(dtype).reshape(c, h * w) @ trans).reshape(c, h, w).to(maps.dtype)
 
 
+def peak_normalise(scores: torch.Tensor) -> torch.Tensor:
+    """Each channel of [C, H, W] divided by its maximum; a channel whose maximum is <= 0 is
+    left as it is."""
+    peak = scores.flatten(1).max(dim=1).values.view(-1, 1, 1)
+    return torch.where(peak > 0, scores / torch.where(peak > 0, peak, 1.0), scores)
+
+
 def walk_maps(
     maps: torch.Tensor,
     features: torch.Tensor,
@@ -169,12 +218,14 @@ def walk_maps(
     radius: int = 5,
     beta: float = 8,
     logt: int = 8,
+    normalise: bool = False,
 ) -> torch.Tensor:
     """PSA inference for one image: class maps [K, H, W] in [0, 1] at image size -> walked
     scores [K + 1, H, W] (channel 0 background).
 
     The background (1 - max)^alpha is added at image size, all channels are area-pooled to the
-    feature grid, walked, and upsampled bilinearly back to H x W.
+    feature grid, walked, and upsampled bilinearly back to H x W; with ``normalise`` each
+    channel is then divided by its peak (``peak_normalise``; PSA leaves them as walked).
     """
     if maps.ndim != 3:
         raise ValueError(f"maps must be [K, H, W], got shape {tuple(maps.shape)}")
@@ -182,7 +233,8 @@ def walk_maps(
     scores = add_background(maps.float(), alpha).to(features.dtype)
     grid = F.interpolate(scores.unsqueeze(0), size=features.shape[1:], mode="area")[0]
     walked = random_walk(grid, features, radius=radius, beta=beta, logt=logt)
-    return F.interpolate(walked.unsqueeze(0), size=size, mode="bilinear", align_corners=False)[0]
+    scores = F.interpolate(walked.unsqueeze(0), size=size, mode="bilinear", align_corners=False)[0]
+    return peak_normalise(scores) if normalise else scores
 
 
 def scores_to_mask(scores: torch.Tensor, classes: list[int]) -> torch.Tensor:

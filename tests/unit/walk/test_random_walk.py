@@ -6,10 +6,14 @@ import pytest
 import torch
 
 from wsss_core.walk.walk import (
+    WalkParams,
     dense_affinity_matrix,
+    peak_normalise,
     random_walk,
     random_walk_dense,
+    scores_to_mask,
     transition_matrix,
+    walk_maps,
 )
 
 
@@ -113,3 +117,50 @@ def test_walk_dtype_and_shape_checks():
         random_walk(maps, feats[:, :4], radius=3)
     with pytest.raises(ValueError, match=r"\[C, h, w\]"):
         random_walk(maps[0], feats, radius=3)
+
+
+def test_peak_normalise_divides_each_channel_by_its_maximum():
+    scores = torch.tensor(
+        [[[0.5, 2.0], [1.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [[0.1, 0.2], [0.05, 0.0]]]
+    )
+    expected = torch.tensor(
+        [[[0.25, 1.0], [0.5, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [[0.5, 1.0], [0.25, 0.0]]]
+    )
+    torch.testing.assert_close(peak_normalise(scores), expected)  # an all-zero channel stays
+
+
+def test_normalised_walk_keeps_a_small_object_that_the_raw_walk_loses():
+    """A 2 x 2 object whose affinities to the background are weak but not zero: the walk
+    averages its map (1 on the object) with the background's, so the raw walked background
+    outscores it on the object itself; divided by its peak, the object's map is 1 there
+    again, while the background's is below 1 on the object and 1 far from it."""
+    features = torch.full((1, 12, 12), 0.5, dtype=torch.float64)
+    features[:, 5:7, 5:7] = 0.0
+    maps = torch.zeros(1, 12, 12, dtype=torch.float64)
+    maps[0, 5:7, 5:7] = 1.0
+    obj = torch.zeros(12, 12, dtype=torch.bool)
+    obj[5:7, 5:7] = True
+    options = {"radius": 3, "beta": 8, "logt": 4}
+    raw = walk_maps(maps, features, alpha=4, **options)
+    assert (scores_to_mask(raw, [0]) == 0).all()
+    assert raw[1, obj].max() < 0.25 < 0.75 < raw[0, obj].min()
+    walked = walk_maps(maps, features, alpha=4, normalise=True, **options)
+    torch.testing.assert_close(walked, peak_normalise(raw))
+    assert torch.equal(scores_to_mask(walked, [0]) == 1, obj)
+    assert walked[0, obj].max() < 0.8 and walked[0].max() == 1.0
+
+
+def test_walk_params_from_config_name_the_bad_key():
+    cfg = {"alpha": 16, "beta": 8, "logt": 8, "radius": 5, "normalise": True, "crf": {}}
+    params = WalkParams.from_config(cfg)
+    assert params == WalkParams(alpha=16.0, beta=8.0, logt=8, radius=5, normalise=True)
+    assert params.options() == {"radius": 5, "beta": 8.0, "logt": 8, "normalise": True}
+    for key, value, message in [
+        ("alpha", 0, "walk.alpha must be a positive number, got 0"),
+        ("beta", -1, "walk.beta must be a positive number, got -1"),
+        ("logt", -1, "walk.logt must be a non-negative integer, got -1"),
+        ("radius", 0, "walk.radius must be a positive integer, got 0"),
+        ("normalise", "yes", "walk.normalise must be true or false, got 'yes'"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            WalkParams.from_config({**cfg, key: value})

@@ -18,12 +18,11 @@ from wsss_core.evaluate.metrics import ConfusionMatrix
 from wsss_core.seeds.labels import alpha_labels
 from wsss_core.walk.ceiling import (
     STAGES,
-    WalkParams,
     ceiling_masks,
     ceiling_table,
     no_ground_truth_table,
 )
-from wsss_core.walk.walk import label_features, random_walk
+from wsss_core.walk.walk import WalkParams, label_features, random_walk
 
 # Three regions and a border band of unsure cells (255).
 GRID = torch.tensor(
@@ -115,7 +114,7 @@ def test_no_ground_truth_table_has_the_rows_and_columns_of_a_scored_one():
 def test_walk_ceiling_script_rejects_a_non_positive_every(capsys):
     argv = ["--store", "s.h5", "--affinity", "a.pt", "--data-root", "d", "--split", "train"]
     argv += ["--device", "cpu"]
-    walk = {"ceiling_every": 0, "alpha": 4, "beta": 8, "logt": 8, "radius": 5}
+    walk = {"ceiling_every": 0, "alpha": 4, "beta": 8, "logt": 8, "radius": 5, "normalise": True}
     argv += ["--config-json", json.dumps(walk), "--out-csv", "t.csv", "--out-md", "t.md"]
     with pytest.raises(SystemExit) as info:
         load_script("walk_ceiling").parse_args(argv)
@@ -128,7 +127,7 @@ def test_walk_ceiling_script_names_a_missing_config_key():
     error that names it (the schema's defaults fill it in a workflow run)."""
     argv = ["--store", "s.h5", "--affinity", "a.pt", "--data-root", "d", "--split", "train"]
     argv += ["--device", "cpu"]
-    walk = {"ceiling_every": 1, "alpha": 4, "logt": 8, "radius": 5}
+    walk = {"ceiling_every": 1, "alpha": 4, "logt": 8, "radius": 5, "normalise": True}
     argv += ["--config-json", json.dumps(walk), "--out-csv", "t.csv", "--out-md", "t.md"]
     with pytest.raises(ValueError, match=r"--config-json lacks the config key\(s\) walk.beta"):
         load_script("walk_ceiling").parse_args(argv)
