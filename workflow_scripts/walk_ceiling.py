@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--split", required=True, help="split whose images are walked")
     parser.add_argument(
         "--config-json", required=True,
-        help="config keys walk.{ceiling_every, alpha, beta, logt, radius, normalise} as a JSON object",
+        help="config keys walk.{ceiling_every, alpha, beta, logt, radius, normalise} (JSON)",
     )  # fmt: skip
     parser.add_argument("--out-csv", required=True)
     parser.add_argument("--out-md", required=True)

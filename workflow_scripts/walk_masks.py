@@ -4,9 +4,10 @@ For each image of this shard (the store's ids, every n-th from the shard index):
 features of the image (resized like the classifier's input), the relevance maps of its
 classes at image size with the background (1 - max)^alpha added, pooled to the feature
 grid, walked 2^logt steps with T = D^-1 A^beta, upsampled to the image, each channel divided
-by its peak (walk.normalise), argmax over the background and the image's classes -> ``<out-dir>/<id>.png``. With ``--crf-out-dir`` (and
-walk.crf in ``--config-json``), the walked scores (normalised per pixel) are also refined by
-a dense CRF -> ``<crf-out-dir>/<id>.png``. Every mask is a palette PNG written atomically.
+by its peak (walk.normalise), argmax over the background and the image's classes ->
+``<out-dir>/<id>.png``. With ``--crf-out-dir`` (and walk.crf in ``--config-json``), the walked
+scores (normalised per pixel) are also refined by a dense CRF -> ``<crf-out-dir>/<id>.png``.
+Every mask is a palette PNG written atomically.
 """
 
 from __future__ import annotations

@@ -198,7 +198,8 @@ def test_scripts_train_then_walk(dataset, tmp_path):
     ])  # fmt: skip
     assert code == 0 and (tmp_path / "aff" / "affinity.pt").is_file()
     walk_script = load_script("walk_masks")
-    walk = {"alpha": 4, "beta": 8, "logt": 4, "radius": 3, "normalise": True, "crf": {"iterations": 2}}
+    walk = {"alpha": 4, "beta": 8, "logt": 4, "radius": 3, "normalise": True,
+            "crf": {"iterations": 2}}  # fmt: skip
     for shard in (0, 1):
         code = walk_script.main([
             "--store", str(tmp_path / "cams.h5"), "--affinity", str(tmp_path / "aff/affinity.pt"),
