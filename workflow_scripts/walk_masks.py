@@ -86,10 +86,8 @@ def run(args: argparse.Namespace) -> int:
             maps, classes, image = reader.with_image(image_id, args.data_root)
             features = image_features(net, image, info, device)
             with torch.no_grad():
-                scores = walk_maps(
-                    torch.from_numpy(maps).to(device), features, args.walk.alpha,
-                    **args.walk.options(),
-                )
+                maps_t = torch.from_numpy(maps).to(device)
+                scores = walk_maps(maps_t, features, args.walk.alpha, **args.walk.options())
             save_mask(out_dir / f"{image_id}.png", scores_to_mask(scores, classes).cpu().numpy())
             if crf_dir is not None:
                 save_mask(crf_dir / f"{image_id}.png", crf_mask(image, scores, classes, params))
