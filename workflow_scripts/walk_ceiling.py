@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out-csv", required=True)
     parser.add_argument("--out-md", required=True)
     args = parser.parse_args(argv)
-    keys = ("ceiling_every", "alpha", "beta", "logt", "radius", "normalise")
+    keys = ("ceiling_every", *WalkParams.keys())
     cfg = config_json(args.config_json, "walk", keys)
     args.every = int(cfg["ceiling_every"])
     try:

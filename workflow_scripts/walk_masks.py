@@ -3,8 +3,8 @@
 For each image of this shard (the store's ids, every n-th from the shard index): AffinityNet
 features of the image (resized like the classifier's input), the relevance maps of its
 classes at image size with the background (1 - max)^alpha added, pooled to the feature
-grid, walked 2^logt steps with T = D^-1 A^beta, upsampled to the image, each channel divided
-by its peak (walk.normalise), argmax over the background and the image's classes ->
+grid, walked 2^logt steps with T = D^-1 A^beta, upsampled to the image, each channel back
+at its pre-walk peak (walk.normalise), argmax over the background and the image's classes ->
 ``<out-dir>/<id>.png``. With ``--crf-out-dir`` (and walk.crf in ``--config-json``), the walked
 scores (normalised per pixel) are also refined by a dense CRF -> ``<crf-out-dir>/<id>.png``.
 Every mask is a palette PNG written atomically.
@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out-dir", required=True, help="folder for <id>.png walk masks")
     parser.add_argument("--crf-out-dir", default=None, help="folder for <id>.png CRF masks")
     args = parser.parse_args(argv)
-    cfg = config_json(args.config_json, "walk", ("alpha", "beta", "logt", "radius", "normalise"))
+    cfg = config_json(args.config_json, "walk", WalkParams.keys())
     try:
         args.walk = WalkParams.from_config(cfg)
     except ValueError as err:

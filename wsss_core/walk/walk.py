@@ -4,9 +4,10 @@ T = A^beta with each column divided by its sum (self-loops a_ii = 1 included), A
 affinities a_ij = exp(-mean_d |f_i - f_j|) of AffinityNet features within a radius
 (``wsss_core.affinity.pairs``); maps <- maps x T applied 2^logt times. The background score
 (1 - max_c map_c)^alpha is walked with the classes and the argmax is the mask. With
-``normalise``, each walked channel is first divided by its peak, as the maps were before the
-walk: the walk averages every score with its neighbours', which lowers the peak of a small or
-thin object far more than that of the wide background, and the argmax then loses the object.
+``normalise``, each walked channel is first scaled back to the peak it had before the walk (1
+for every class map): the walk averages every score with its neighbours', which lowers the peak
+of a small or thin object far more than that of the wide background, and the argmax then loses
+the object.
 
 The walk runs on the sparse neighbourhood (a CSR transition matrix with one row per cell and
 one entry per neighbour); ``random_walk_dense`` is the dense N x N formulation of PSA
@@ -17,6 +18,7 @@ what the walk can reach (``wsss_core.walk.ceiling``).
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -81,28 +83,44 @@ class WalkParams:
     normalise: bool = schema_field("walk.normalise")
 
     @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """Its config keys (section ``walk``)."""
+        return tuple(field.name for field in dataclasses.fields(cls))
+
+    @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> WalkParams:
         """The walk's keys of config section ``walk``; a bad value is a ValueError naming it."""
-        if not isinstance(cfg["normalise"], bool):
-            raise ValueError(f"walk.normalise must be true or false, got {cfg['normalise']!r}")
-        params = cls(
-            alpha=float(cfg["alpha"]), beta=float(cfg["beta"]), logt=int(cfg["logt"]),
-            radius=int(cfg["radius"]), normalise=cfg["normalise"],
-        )  # fmt: skip
-        for key, ok, need in (
-            ("alpha", params.alpha > 0, "a positive number"),
-            ("beta", params.beta > 0, "a positive number"),
-            ("logt", params.logt >= 0, "a non-negative integer"),
-            ("radius", params.radius >= 1, "a positive integer"),
-        ):
-            if not ok:
-                raise ValueError(f"walk.{key} must be {need}, got {cfg[key]!r}")
-        return params
+        return cls(**{key: _checked(key, cfg[key]) for key in cls.keys()})
 
     def options(self) -> dict[str, Any]:
         """The keyword arguments of ``walk_maps`` after ``alpha``."""
-        return {"radius": self.radius, "beta": self.beta, "logt": self.logt,
-                "normalise": self.normalise}  # fmt: skip
+        return {key: getattr(self, key) for key in self.keys() if key != "alpha"}
+
+
+# what each walk key must be: (integer, lowest allowed value, above it strictly, wording)
+_WALK_KEY_RULES = {
+    "alpha": (False, 0, True, "a positive number"),
+    "beta": (False, 0, True, "a positive number"),
+    "logt": (True, 0, False, "a non-negative integer"),
+    "radius": (True, 1, False, "a positive integer"),
+}
+
+
+def _checked(key: str, value: Any) -> Any:
+    """``value`` of walk key ``key`` as its type, or a ValueError that names the key."""
+    if key == "normalise":
+        if not isinstance(value, bool):
+            raise ValueError(f"walk.normalise must be true or false, got {value!r}")
+        return value
+    integer, low, strict, need = _WALK_KEY_RULES[key]
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if (
+        not number
+        or (integer and not float(value).is_integer())
+        or (value <= low if strict else value < low)
+    ):
+        raise ValueError(f"walk.{key} must be {need}, got {value!r}")
+    return int(value) if integer else float(value)
 
 
 def _walk_dtype(*tensors: torch.Tensor) -> torch.dtype:
@@ -204,11 +222,17 @@ def random_walk_dense(
     return (maps.to(dtype).reshape(c, h * w) @ trans).reshape(c, h, w).to(maps.dtype)
 
 
-def peak_normalise(scores: torch.Tensor) -> torch.Tensor:
-    """Each channel of [C, H, W] divided by its maximum; a channel whose maximum is <= 0 is
-    left as it is."""
-    peak = scores.flatten(1).max(dim=1).values.view(-1, 1, 1)
-    return torch.where(peak > 0, scores / torch.where(peak > 0, peak, 1.0), scores)
+def channel_peaks(scores: torch.Tensor) -> torch.Tensor:
+    """The maximum of each channel of [C, H, W] as [C]."""
+    return scores.flatten(1).max(dim=1).values
+
+
+def rescale_to_peaks(scores: torch.Tensor, peaks: torch.Tensor) -> torch.Tensor:
+    """Each channel of [C, H, W] scaled so that its maximum is ``peaks`` [C]; a channel whose
+    maximum is <= 0 is left as it is."""
+    current = channel_peaks(scores).view(-1, 1, 1)
+    factor = peaks.to(scores.dtype).view(-1, 1, 1) / torch.where(current > 0, current, 1.0)
+    return torch.where(current > 0, scores * factor, scores)
 
 
 def walk_maps(
@@ -225,7 +249,9 @@ def walk_maps(
 
     The background (1 - max)^alpha is added at image size, all channels are area-pooled to the
     feature grid, walked, and upsampled bilinearly back to H x W; with ``normalise`` each
-    channel is then divided by its peak (``peak_normalise``; PSA leaves them as walked).
+    channel is then scaled back to the peak it had at image size before the walk
+    (``rescale_to_peaks``). The defaults are PSA's (``infer_aff.py``), which leaves the
+    walked scores as they are; the workflow passes the config's (``WalkParams``).
     """
     if maps.ndim != 3:
         raise ValueError(f"maps must be [K, H, W], got shape {tuple(maps.shape)}")
@@ -233,8 +259,8 @@ def walk_maps(
     scores = add_background(maps.float(), alpha).to(features.dtype)
     grid = F.interpolate(scores.unsqueeze(0), size=features.shape[1:], mode="area")[0]
     walked = random_walk(grid, features, radius=radius, beta=beta, logt=logt)
-    scores = F.interpolate(walked.unsqueeze(0), size=size, mode="bilinear", align_corners=False)[0]
-    return peak_normalise(scores) if normalise else scores
+    walked = F.interpolate(walked.unsqueeze(0), size=size, mode="bilinear", align_corners=False)[0]
+    return rescale_to_peaks(walked, channel_peaks(scores)) if normalise else walked
 
 
 def scores_to_mask(scores: torch.Tensor, classes: list[int]) -> torch.Tensor:

@@ -7,10 +7,11 @@ import torch
 
 from wsss_core.walk.walk import (
     WalkParams,
+    channel_peaks,
     dense_affinity_matrix,
-    peak_normalise,
     random_walk,
     random_walk_dense,
+    rescale_to_peaks,
     scores_to_mask,
     transition_matrix,
     walk_maps,
@@ -119,47 +120,88 @@ def test_walk_dtype_and_shape_checks():
         random_walk(maps[0], feats, radius=3)
 
 
-def test_peak_normalise_divides_each_channel_by_its_maximum():
+def test_rescale_to_peaks_scales_each_channel_to_its_peak():
     scores = torch.tensor(
-        [[[0.5, 2.0], [1.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [[0.1, 0.2], [0.05, 0.0]]]
+        [
+            [[0.5, 2.0], [1.0, 0.0]],
+            [[0.0, 0.0], [0.0, 0.0]],
+            [[0.1, 0.2], [0.05, 0.0]],
+            [[-1.0, -0.5], [-2.0, -0.25]],
+        ]
     )
+    torch.testing.assert_close(channel_peaks(scores), torch.tensor([2.0, 0.0, 0.2, -0.25]))
+    peaks = torch.tensor([1.0, 1.0, 0.5, 1.0])
     expected = torch.tensor(
-        [[[0.25, 1.0], [0.5, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [[0.5, 1.0], [0.25, 0.0]]]
+        [
+            [[0.25, 1.0], [0.5, 0.0]],
+            [[0.0, 0.0], [0.0, 0.0]],  # maximum 0: left as it is
+            [[0.25, 0.5], [0.125, 0.0]],
+            [[-1.0, -0.5], [-2.0, -0.25]],  # maximum < 0: left as it is
+        ]
     )
-    torch.testing.assert_close(peak_normalise(scores), expected)  # an all-zero channel stays
+    torch.testing.assert_close(rescale_to_peaks(scores, peaks), expected)
 
 
-def test_normalised_walk_keeps_a_small_object_that_the_raw_walk_loses():
-    """A 2 x 2 object whose affinities to the background are weak but not zero: the walk
-    averages its map (1 on the object) with the background's, so the raw walked background
-    outscores it on the object itself; divided by its peak, the object's map is 1 there
-    again, while the background's is below 1 on the object and 1 far from it."""
-    features = torch.full((1, 12, 12), 0.5, dtype=torch.float64)
+def small_object(leak: float = 0.5):
+    """A 2 x 2 object (map 1, features 0) on a 12 x 12 background (map 0, features ``leak``)."""
+    features = torch.full((1, 12, 12), leak, dtype=torch.float64)
     features[:, 5:7, 5:7] = 0.0
     maps = torch.zeros(1, 12, 12, dtype=torch.float64)
     maps[0, 5:7, 5:7] = 1.0
     obj = torch.zeros(12, 12, dtype=torch.bool)
     obj[5:7, 5:7] = True
+    return maps, features, obj
+
+
+def test_normalised_walk_keeps_a_small_object_that_the_raw_walk_loses():
+    """A 2 x 2 object whose affinities to the background are weak but not zero: the walk
+    averages its map (1 on the object) with the background's, so the raw walked background
+    outscores it on the object itself; scaled back to its peak before the walk (1), the
+    object's map is 1 there again, while the background's is below 1 on the object and 1 far
+    from it."""
+    maps, features, obj = small_object()
     options = {"radius": 3, "beta": 8, "logt": 4}
     raw = walk_maps(maps, features, alpha=4, **options)
     assert (scores_to_mask(raw, [0]) == 0).all()
     assert raw[1, obj].max() < 0.25 < 0.75 < raw[0, obj].min()
     walked = walk_maps(maps, features, alpha=4, normalise=True, **options)
-    torch.testing.assert_close(walked, peak_normalise(raw))
+    # both channels peaked at 1 before the walk: each walked channel over its maximum
+    torch.testing.assert_close(walked, raw / channel_peaks(raw).view(-1, 1, 1))
     assert torch.equal(scores_to_mask(walked, [0]) == 1, obj)
     assert walked[0, obj].max() < 0.8 and walked[0].max() == 1.0
+
+
+def test_normalised_walk_keeps_a_faint_background_faint():
+    """Where the class covers the whole image (maps >= 0.8), the background (1 - max)^16 peaks
+    below 1e-11 before the walk and is scaled back to that peak, not to 1: it wins no pixel,
+    as in the raw walk."""
+    gen = torch.Generator().manual_seed(3)
+    maps = 0.8 + 0.2 * torch.rand(1, 24, 24, generator=gen, dtype=torch.float64)
+    features = torch.randn(6, 24, 24, generator=gen, dtype=torch.float64)
+    before = 0.2**16
+    for radius in (1, 3):
+        walked = walk_maps(maps, features, alpha=16, radius=radius, beta=8, logt=6, normalise=True)
+        assert 0 < walked[0].max() <= before * (1 + 1e-9)
+        assert walked[1].max() == pytest.approx(maps.max().item())
+        assert (scores_to_mask(walked, [0]) == 1).all()
 
 
 def test_walk_params_from_config_name_the_bad_key():
     cfg = {"alpha": 16, "beta": 8, "logt": 8, "radius": 5, "normalise": True, "crf": {}}
     params = WalkParams.from_config(cfg)
     assert params == WalkParams(alpha=16.0, beta=8.0, logt=8, radius=5, normalise=True)
-    assert params.options() == {"radius": 5, "beta": 8.0, "logt": 8, "normalise": True}
+    assert WalkParams.keys() == ("alpha", "beta", "logt", "radius", "normalise")
+    assert params.options() == {"beta": 8.0, "logt": 8, "radius": 5, "normalise": True}
+    assert WalkParams.from_config({**cfg, "logt": 6.0}).logt == 6
     for key, value, message in [
         ("alpha", 0, "walk.alpha must be a positive number, got 0"),
+        ("alpha", True, "walk.alpha must be a positive number, got True"),
         ("beta", -1, "walk.beta must be a positive number, got -1"),
+        ("beta", "abc", "walk.beta must be a positive number, got 'abc'"),
         ("logt", -1, "walk.logt must be a non-negative integer, got -1"),
+        ("logt", 2.5, "walk.logt must be a non-negative integer, got 2.5"),
         ("radius", 0, "walk.radius must be a positive integer, got 0"),
+        ("radius", None, "walk.radius must be a positive integer, got None"),
         ("normalise", "yes", "walk.normalise must be true or false, got 'yes'"),
     ]:
         with pytest.raises(ValueError, match=message):

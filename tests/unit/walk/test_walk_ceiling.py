@@ -91,6 +91,25 @@ def test_ceiling_masks_spread_a_partial_map_over_its_object():
         ceiling_masks(maps, [1], gt[:8], features, WalkParams(alpha=4))
 
 
+def test_ceiling_masks_walk_as_walk_normalise_says():
+    """The walk row follows walk.normalise: a 2 x 2 object with leaky features is lost by the
+    raw walk and kept by the normalised one (tests/unit/walk/test_random_walk.py)."""
+    gt = np.zeros((12, 12), dtype=np.uint8)
+    gt[5:7, 5:7] = 1
+    maps = (gt[None] == 1).astype(np.float32)
+    features = torch.full((1, 12, 12), 0.5, dtype=torch.float64)
+    features[:, 5:7, 5:7] = 0.0
+    masks = {
+        normalise: ceiling_masks(
+            maps, [0], gt, features, WalkParams(alpha=4, beta=8, logt=4, radius=3,
+                                                normalise=normalise)
+        )["random walk"]
+        for normalise in (False, True)
+    }  # fmt: skip
+    assert not masks[False].any()
+    assert np.array_equal(masks[True], gt)
+
+
 def test_ceiling_table_values():
     low, high = ConfusionMatrix(3), ConfusionMatrix(3)
     low.matrix[:] = [[3, 1, 0], [0, 2, 0], [0, 0, 0]]  # class 2 absent: NaN, left out of mIoU
