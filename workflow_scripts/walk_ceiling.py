@@ -39,10 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     keys = ("ceiling_every", *WalkParams.keys())
     cfg = config_json(args.config_json, "walk", keys)
     args.every = int(cfg["ceiling_every"])
-    try:
-        args.walk = WalkParams.from_config(cfg)
-    except ValueError as err:
-        parser.error(str(err))
+    args.walk = WalkParams.from_config(cfg)  # a bad value: one line naming the key
     if args.every < 1:
         parser.error(f"walk.ceiling_every must be a positive integer, got {args.every}")
     return args
@@ -53,7 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     set_threads(args.threads)
     device = select_device(args.device)
-    walk = args.walk
     names = read_class_names(args.data_root)
     ids = read_split(args.data_root, args.split)[:: args.every]
     if not split_has_masks(args.data_root, args.split):
@@ -61,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("split %s has no ground truth: no walk ceiling", args.split)
         return 0
     net, info = load_affinity_net(args.affinity, device)
-    log.info("%d images of %s, %s, on %s", len(ids), args.split, walk, device)
+    log.info("%d images of %s, %s, on %s", len(ids), args.split, args.walk, device)
     cms = walk_ceiling(
-        args.store, net, info, args.data_root, len(names) + 1, walk, ids, device, progress=True
+        args.store, net, info, args.data_root, len(names) + 1, args.walk, ids, device, progress=True
     )
     table = ceiling_table(cms, names)
     write_table(table, args.out_csv, args.out_md)
